@@ -7,6 +7,7 @@ Heavy modules (TensorFlow above all) are imported inside the commands, so that
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -54,12 +55,190 @@ def main() -> None:
 @click.option("--seed", type=int, default=0, help="Random seed; the same options give the same files.")
 @user_errors
 def data(out: Path, per_class: int, test_fraction: float, size: int, seed: int) -> None:
-    """Draw the bundled hand-drawn shapes dataset (circles, squares, triangles)."""
+    """Draw the bundled shapes dataset (circles, squares, triangles)."""
     from reportgen import shapes
 
     count = shapes.generate(out, per_class=per_class, test_fraction=test_fraction,
                             size=size, seed=seed)
     click.echo(f"Wrote {count} images to {out}")
+
+
+def training_options(command):
+    """The options ``train`` and ``build`` share: the article's schedule by default."""
+    options = [
+        click.option("--epochs", type=click.IntRange(min=1), default=20, help="Training epochs."),
+        click.option("--steps-per-epoch", type=click.IntRange(min=1), default=100,
+                     help="Batches per epoch; the training set repeats as needed."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=16,
+                     help="Images per training batch."),
+        click.option("--validation-split", type=click.FloatRange(0, 1, max_open=True),
+                     default=0.0,
+                     help="Hold out this share of training_set/ for validation; "
+                          "0 validates on test_set/ as the article does."),
+        click.option("--seed", type=int, default=0, help="Random seed for weights and batches."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _train_options(epochs, steps_per_epoch, batch_size, validation_split, seed):
+    from reportgen.model import TrainOptions
+
+    return TrainOptions(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+                        validation_split=validation_split, seed=seed)
+
+
+def _install_sigterm_handler() -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporary folders are cleaned up and the old site kept."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@main.command()
+@click.option("--data", type=click.Path(path_type=Path), default=DEFAULT_DATA,
+              help="Dataset folder with training_set/ and test_set/.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("output/model/model.keras"),
+              help="Where to save the .keras model (its .reportgen.json sidecar goes beside it).")
+@training_options
+@user_errors
+def train(data: Path, out: Path, **training) -> None:
+    """Train the article's CNN and save its best epoch as .keras."""
+    from reportgen import model as model_stage
+    from reportgen.data import scan_dataset
+
+    if out.suffix != ".keras":
+        raise UserError(f"--out must name a .keras file, not {out}")
+    dataset = scan_dataset(data, require_train=True)
+    options = _train_options(**training)
+    trained, history = model_stage.train(dataset, options, report=lambda line: click.echo(line))
+    model_stage.save(trained, history, dataset.class_names, options, out)
+    click.echo(f"Best epoch {history.best_epoch} of {history.epochs}: validation accuracy "
+               f"{max(history.val_accuracy):.4f} on {history.validation}")
+    click.echo(f"Saved {out} and {model_stage.sidecar_path(out)}")
+
+
+@main.command()
+@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True,
+              help="A .keras image classifier.")
+@click.option("--classes", help="Comma-separated class names, if the model has no sidecar.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
+@click.option("--trust-model", is_flag=True, help="Allow models that contain Python code.")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@user_errors
+def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: bool,
+            images: tuple[Path, ...]) -> None:
+    """Classify images that are not in any test set."""
+    import json
+
+    from reportgen import model as model_stage
+
+    loaded = model_stage.load_with_sidecar(model_path, trust=trust_model)
+    n_outputs = model_stage.n_classes(loaded.model)
+    names = classes.split(",") if classes else loaded.class_names
+    names = list(names) if names else [str(i) for i in range(n_outputs)]
+    if len(names) != n_outputs:
+        raise UserError(f"the model predicts {n_outputs} classes but {len(names)} names were given")
+    probabilities = model_stage.predict_files(loaded.model, list(images))
+    for path, probs in zip(images, probabilities, strict=True):
+        best = int(probs.argmax())
+        if as_json:
+            click.echo(json.dumps({"path": str(path), "class": names[best],
+                                   "probabilities": dict(zip(names, map(float, probs), strict=True))},
+                                  ensure_ascii=False))
+        else:
+            shares = "  ".join(f"{name} {p:.3f}" for name, p in zip(names, probs, strict=True))
+            click.echo(f"{path}: {names[best]}  ({shares})")
+
+
+@main.command()
+@click.option("--data", type=click.Path(path_type=Path), default=DEFAULT_DATA,
+              help="Dataset folder (test_set/, and training_set/ when training). "
+                   "The bundled shapes are drawn if the default folder is missing.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("output/site"),
+              help="Site folder; replaced atomically, and only if reportgen made it.")
+@click.option("--model", "model_path", type=click.Path(path_type=Path),
+              help="Report on this .keras model instead of training one.")
+@click.option("--history", "history_path", type=click.Path(path_type=Path),
+              help="Training history for --model: a reportgen sidecar JSON or a CSVLogger CSV.")
+@click.option("--retrain", is_flag=True, help="Train anew even if a matching model is cached.")
+@click.option("--trust-model", is_flag=True,
+              help="Allow models that contain Python code (Lambda layers, HDF5). Only for files "
+                   "you trust.")
+@click.option("--layers", "layer_patterns", multiple=True,
+              help="Only layers whose path matches this glob (repeatable), e.g. 'block2*'.")
+@click.option("--scale", type=click.Choice(["layer", "channel"]), default="layer",
+              help="Colour scale: one per layer (honest: dead channels look dead) or the "
+                   "article's per-channel standardisation.")
+@click.option("--colormap", default="viridis", help="Any matplotlib colormap name.")
+@click.option("--per-page", "images_per_page", type=click.IntRange(min=1), default=24,
+              help="Images per page of a layer's gallery.")
+@click.option("--max-gallery-images", type=click.IntRange(min=1),
+              help="Draw feature maps for at most this many test images (keeps big sites small).")
+@click.option("--jobs", type=click.IntRange(min=1), default=os.cpu_count() or 1,
+              help="Worker threads drawing and encoding feature maps.")
+@click.option("--strict", is_flag=True, help="Fail if any image file cannot be read.")
+@click.option("--title", help="Site title (default: model and data names).")
+@training_options
+@user_errors
+def build(data: Path, out: Path, model_path: Path | None, history_path: Path | None,
+          retrain: bool, trust_model: bool, layer_patterns: tuple[str, ...], scale: str,
+          colormap: str, images_per_page: int, max_gallery_images: int | None, jobs: int,
+          strict: bool, title: str | None, **training) -> None:
+    """Write the HTML report: train or load, run every test image."""
+    from reportgen.build import BuildOptions
+    from reportgen.build import build as build_site
+
+    if history_path is not None and model_path is None:
+        raise UserError("--history goes with --model; a model trained here records its own")
+    _install_sigterm_handler()
+    options = BuildOptions(
+        data=data, out=out, model_path=model_path, history_path=history_path, retrain=retrain,
+        trust_model=trust_model, layer_patterns=layer_patterns, scale=scale, colormap=colormap,
+        images_per_page=images_per_page, max_gallery_images=max_gallery_images, jobs=jobs,
+        strict=strict, title=title, generate_missing_data=data == DEFAULT_DATA,
+        train=_train_options(**training),
+    )
+    try:
+        result = build_site(options)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; the previous site is unchanged.", err=True)
+        sys.exit(130)
+    click.echo(f"Wrote {result.files} files ({result.bytes / 1e6:.1f} MB) in "
+               f"{result.seconds:.1f} s; test accuracy {result.accuracy:.1%}.")
+    click.echo(f"Open {(result.site / 'index.html').as_uri()}")
+
+
+@main.command()
+@click.option("--site", type=click.Path(path_type=Path), default=Path("output/site"),
+              help="The built site folder.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, help="Port on localhost.")
+@user_errors
+def serve(site: Path, port: int) -> None:
+    """Preview the built site on localhost."""
+    from reportgen.publish import serve as serve_site
+
+    serve_site(site, port, announce=click.echo)
+
+
+@main.command("gh-deploy")
+@click.option("--site", type=click.Path(path_type=Path), default=Path("output/site"),
+              help="The built site folder.")
+@click.option("--remote", default="origin", help="Git remote to push to.")
+@click.option("--branch", default="gh-pages", help="Branch that GitHub Pages serves.")
+@click.option("--message", default="Deploy reportgen site", help="Commit message.")
+@click.option("--no-push", is_flag=True, help="Commit to the branch but do not push.")
+@user_errors
+def gh_deploy(site: Path, remote: str, branch: str, message: str, no_push: bool) -> None:
+    """Publish the built site to the gh-pages branch."""
+    from reportgen.publish import gh_deploy as deploy
+
+    deploy(site, remote=remote, branch=branch, message=message, push=not no_push)
+    click.echo(f"Committed {site} to {branch}" + ("" if no_push else f" and pushed to {remote}"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,335 @@
+"""``reportgen build``: data and model in, a static site out.
+
+Gather, then write: one streamed pass over the test images feeds predictions,
+statistics and feature-map pictures; then the report model is complete and the
+pages are rendered. Pictures are written during the pass (holding every feature
+map of thousands of images in memory is what this design avoids); everything is
+written into a temporary folder that only replaces the old site at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import numpy as np
+
+from reportgen import __version__, drawing, layout
+from reportgen.data import Dataset, iter_batches, scan_dataset
+from reportgen.errors import UserError
+from reportgen.history import History, read_history
+from reportgen.metrics import compute_metrics
+from reportgen.report import LayerEntry, Report, images_from_predictions, layer_slug, slugify
+from reportgen.site import SiteWriter
+
+GITHUB_PAGES_LIMIT_BYTES = 1_000_000_000
+INFERENCE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    data: Path
+    out: Path
+    model_path: Path | None = None
+    history_path: Path | None = None
+    model_cache: Path = Path("output/model/model.keras")
+    retrain: bool = False
+    trust_model: bool = False
+    layer_patterns: tuple[str, ...] = ()
+    scale: str = "layer"
+    colormap: str = "viridis"
+    images_per_page: int = 24
+    max_gallery_images: int | None = None
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    strict: bool = False
+    title: str | None = None
+    generate_missing_data: bool = False
+    train: object = None  # model.TrainOptions; typed loosely to keep TensorFlow out of imports
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    site: Path
+    files: int
+    bytes: int
+    seconds: float
+    accuracy: float
+    warnings: tuple[str, ...]
+    stage_seconds: dict
+
+
+def _echo(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _generated_at() -> str | None:
+    """A date only when SOURCE_DATE_EPOCH asks for one: builds are otherwise byte-identical."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if not epoch:
+        return None
+    try:
+        return datetime.fromtimestamp(int(epoch), tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except (ValueError, OverflowError, OSError):
+        raise UserError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix time in seconds") from None
+
+
+def prepare_data(options: BuildOptions, echo: Callable[[str], None] = _echo) -> Dataset:
+    if options.generate_missing_data and not options.data.exists():
+        from reportgen import shapes
+
+        count = shapes.generate(options.data)
+        echo(f"Drew the bundled shapes dataset: {count} images in {options.data}")
+    dataset = scan_dataset(options.data, require_train=options.model_path is None)
+    for skipped in dataset.skipped:
+        echo(f"skipped {skipped.path}: {skipped.reason}")
+    if options.strict and dataset.skipped:
+        raise UserError(f"{len(dataset.skipped)} file(s) in {options.data} could not be read "
+                        "(listed above) and --strict is on")
+    return dataset
+
+
+def data_fingerprint(dataset: Dataset, train_options) -> str:
+    """Changes whenever the data, the training options or reportgen's version change."""
+    digest = hashlib.sha256(f"{__version__}\n{train_options!r}\n".encode())
+    for split in (dataset.train, dataset.test):
+        if split is None:
+            continue
+        for record in split.images:
+            digest.update(f"{split.root.name}/{record.path}\n".encode())
+            digest.update(hashlib.sha256((split.root / record.path).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def obtain_model(options: BuildOptions, dataset: Dataset, echo: Callable[[str], None] = _echo):
+    """(model, class names, history, source) from --model, the cache, or a fresh training run."""
+    from reportgen import model as model_stage
+
+    if options.model_path is not None:
+        loaded = model_stage.load_with_sidecar(options.model_path, trust=options.trust_model)
+        history = loaded.history
+        if options.history_path is not None:
+            history = read_history(options.history_path)
+        class_names = _check_classes(loaded, dataset, options.model_path)
+        return loaded.model, class_names, history, options.model_path.name
+    fingerprint = data_fingerprint(dataset, options.train)
+    cache = options.model_cache
+    sidecar = model_stage.read_sidecar(cache) if cache.exists() else None
+    if sidecar and sidecar.get("fingerprint") == fingerprint and not options.retrain:
+        echo(f"Reusing the model trained earlier on the same data and options: {cache} "
+             "(--retrain trains a new one)")
+        loaded = model_stage.load_with_sidecar(cache)
+        return loaded.model, loaded.class_names, loaded.history, "trained by reportgen"
+    echo(f"Training the article's CNN on {dataset.root} ({len(dataset.train.images)} images, "
+         f"{options.train.epochs} epochs of {options.train.steps_per_epoch} steps)")
+    trained, history = model_stage.train(dataset, options.train, report=echo)
+    model_stage.save(trained, history, dataset.class_names, options.train, cache, fingerprint)
+    echo(f"Best epoch {history.best_epoch}: validation accuracy "
+         f"{max(history.val_accuracy):.4f}; model saved to {cache}")
+    return trained, dataset.class_names, history, "trained by reportgen"
+
+
+def _check_classes(loaded, dataset: Dataset, path: Path) -> tuple[str, ...]:
+    from reportgen.model import n_classes
+
+    outputs = n_classes(loaded.model)
+    if outputs != len(dataset.class_names):
+        raise UserError(f"{path} predicts {outputs} classes but {dataset.root} has "
+                        f"{len(dataset.class_names)} ({', '.join(dataset.class_names)})")
+    if loaded.class_names is not None and tuple(loaded.class_names) != dataset.class_names:
+        raise UserError(f"{path} was trained on classes {', '.join(loaded.class_names)} but "
+                        f"{dataset.root} has {', '.join(dataset.class_names)}")
+    return dataset.class_names
+
+
+class _Drawer:
+    """Draws and encodes pictures in worker threads, overlapped with the forward pass.
+
+    NumPy's lookup and zlib inside Pillow's PNG encoder release the GIL, so threads
+    use both cores without copying feature maps between processes.
+    """
+
+    def __init__(self, site: SiteWriter, jobs: int, lut: np.ndarray, scale: str):
+        self.site, self.lut, self.scale = site, lut, scale
+        self.pool = ThreadPoolExecutor(max_workers=max(1, jobs)) if jobs > 1 else None
+        self.pending: deque[Future] = deque()
+        self.max_pending = 4 * max(1, jobs)
+
+    def submit(self, image: np.ndarray, image_slug: str, layer_maps: list[tuple[str, np.ndarray]]):
+        if self.pool is None:
+            self._write(self._draw(image, image_slug, layer_maps))
+            return
+        self.pending.append(self.pool.submit(self._draw, image, image_slug, layer_maps))
+        while len(self.pending) > self.max_pending:
+            self._write(self.pending.popleft().result())
+
+    def _draw(self, image, image_slug, layer_maps) -> list[tuple[str, bytes]]:
+        files = [(layout.input_asset(image_slug), drawing.input_png(image))]
+        for slug, maps in layer_maps:
+            files.append((layout.map_asset(slug, image_slug),
+                          drawing.feature_grid_png(maps, self.lut, self.scale)))
+        return files
+
+    def _write(self, files: list[tuple[str, bytes]]) -> None:
+        for path, data in files:
+            self.site.write(path, data)
+
+    def finish(self) -> None:
+        while self.pending:
+            self._write(self.pending.popleft().result())
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def cancel(self) -> None:
+        for future in self.pending:
+            future.cancel()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildResult:
+    started = time.perf_counter()
+    stage_seconds: dict[str, float] = {}
+    generated_at = _generated_at()
+    lut = drawing.colormap_lut(options.colormap)
+    dataset = prepare_data(options, echo)
+    model, class_names, history, source = obtain_model(options, dataset, echo)
+    stage_seconds["model"] = time.perf_counter() - started
+
+    from reportgen.activations import ActivationProbe, stream
+    from reportgen.model import input_spec
+    from reportgen.report import model_info
+    from reportgen.stats import LayerStatsAccumulator
+
+    spec = input_spec(model)
+    probe = ActivationProbe(model, list(options.layer_patterns) or None)
+    test = dataset.test
+    n_images = len(test.images)
+    drawn_images = n_images if options.max_gallery_images is None else \
+        min(n_images, options.max_gallery_images)
+    image_slugs = _unique_slugs([r.path for r in test.images])
+    layer_slugs = _unique_slugs([layer.path for layer in probe.layers], slug=layer_slug)
+    accumulators = [LayerStatsAccumulator(layer.output_shape[2], len(class_names))
+                    for layer in probe.layers]
+    probabilities = np.zeros((n_images, len(class_names)), dtype=np.float32)
+    true_labels = np.array([r.label for r in test.images], dtype=np.int64)
+
+    with SiteWriter(options.out, protected=[dataset.root]) as site:
+        drawer = _Drawer(site, options.jobs, lut, options.scale)
+        try:
+            position = 0
+            pass_started = time.perf_counter()
+            with click.progressbar(length=n_images, label="Reading test images",
+                                   file=click.get_text_stream("stderr")) as bar:
+                for batch, probs, maps in stream(probe, iter_batches(test, spec, INFERENCE_BATCH)):
+                    n = len(batch.records)
+                    probabilities[position:position + n] = probs
+                    labels = true_labels[position:position + n]
+                    paths = [r.path for r in batch.records]
+                    for accumulator, layer_maps in zip(accumulators, maps, strict=True):
+                        accumulator.update(layer_maps, labels, paths)
+                    for i in range(n):
+                        if position + i < drawn_images:
+                            drawer.submit(batch.images[i], image_slugs[position + i],
+                                          [(slug, m[i]) for slug, m in zip(layer_slugs, maps,
+                                                                            strict=True)])
+                    position += n
+                    bar.update(n)
+            drawer.finish()
+        except BaseException:
+            drawer.cancel()
+            raise
+        stage_seconds["pass"] = time.perf_counter() - pass_started
+
+        render_started = time.perf_counter()
+        layers = []
+        for index, (layer, slug, accumulator) in enumerate(
+                zip(probe.layers, layer_slugs, accumulators, strict=True)):
+            stats = accumulator.result()
+            height, width, channels = layer.output_shape
+            _, _, grid_height, grid_width = drawing.grid_shape(height, width, channels)
+            layers.append(LayerEntry(index=index, path=layer.path, slug=slug,
+                                     type_name=layer.type_name, output_shape=layer.output_shape,
+                                     grid_size_px=(grid_width, grid_height), stats=stats))
+            for channel in stats.channels:
+                if channel.top:
+                    maps_ = [t.feature_map for t in channel.top]
+                    low = min(0.0, min(float(m.min()) for m in maps_))
+                    site.write(layout.atlas_asset(slug, channel.index),
+                               drawing.strip_png(maps_, low, max(channel.max, low), lut))
+        if history is not None:
+            from reportgen.curves import learning_curve_svg
+
+            for metric in ("accuracy", "loss"):
+                site.write(layout.curve_asset(metric), learning_curve_svg(history, metric))
+
+        warnings = _warnings(dataset, drawn_images, n_images)
+        images = images_from_predictions([r.path for r in test.images], image_slugs,
+                                         true_labels, probabilities)
+        metrics = compute_metrics(true_labels, probabilities.argmax(axis=1), len(class_names))
+        report = Report(
+            title=options.title or f"{model.name} on {dataset.root.name}",
+            class_names=tuple(class_names),
+            class_slugs=tuple(_unique_slugs(list(class_names))),
+            model=model_info(model, source),
+            images=images,
+            layers=tuple(layers),
+            metrics=metrics,
+            history=history,
+            validation=history.validation if history else "unknown (no training history)",
+            data_name=dataset.root.name,
+            skipped=dataset.skipped,
+            empty_classes=tuple(sorted(set(test.empty_classes))),
+            scale=options.scale,
+            colormap=options.colormap,
+            images_per_page=options.images_per_page,
+            drawn_images=drawn_images,
+            generated_at=generated_at,
+            reportgen_version=__version__,
+            warnings=warnings,
+        )
+        from reportgen.render import render_site
+
+        for path, data in render_site(report):
+            site.write(path, data)
+        stage_seconds["render"] = time.perf_counter() - render_started
+        files, size = site.files_written, site.bytes_written
+    for warning in warnings:
+        echo(f"warning: {warning}")
+    if size > GITHUB_PAGES_LIMIT_BYTES:
+        echo(f"warning: the site is {size / 1e9:.2f} GB, over GitHub Pages' 1 GB limit; "
+             "--max-gallery-images limits how many images get feature maps")
+    return BuildResult(site=site.target, files=files, bytes=size,
+                       seconds=time.perf_counter() - started, accuracy=metrics.accuracy,
+                       warnings=warnings, stage_seconds=stage_seconds)
+
+
+def _unique_slugs(names: list[str], slug=slugify) -> list[str]:
+    slugs = [slug(name) for name in names]
+    if len(set(slugs)) != len(slugs):  # a 48-bit hash collision: astronomically rare, never silent
+        raise UserError("two names map to the same file name in the site; rename one of them")
+    return slugs
+
+
+def _warnings(dataset: Dataset, drawn_images: int, n_images: int) -> tuple[str, ...]:
+    warnings = []
+    if dataset.skipped:
+        warnings.append(f"{len(dataset.skipped)} unreadable file(s) skipped (listed below).")
+    for split in (dataset.train, dataset.test):
+        if split is not None:
+            warnings.extend(f"class folder {split.root.name}/{name} has no readable images."
+                            for name in split.empty_classes)
+    if drawn_images < n_images:
+        warnings.append(f"feature maps drawn for the first {drawn_images} of {n_images} test "
+                        "images only (--max-gallery-images).")
+    return tuple(warnings)
+
+
+__all__ = ["BuildOptions", "BuildResult", "build", "History"]

@@ -1,0 +1,136 @@
+"""The only code that writes the output folder.
+
+A site is built in a temporary folder beside the target and swapped in at the
+end, so a failed or interrupted build leaves the previous site as it was.
+reportgen only ever replaces a folder that carries its marker file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from reportgen.errors import UserError
+from reportgen.layout import MARKER
+
+TEMP_PREFIX = ".reportgen-tmp-"
+OLD_PREFIX = ".reportgen-old-"
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_target(target: Path, protected: list[Path] = ()) -> Path:
+    """The resolved target, or a UserError if writing there could destroy someone's files."""
+    resolved = target.expanduser().resolve()
+    home = Path.home().resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == Path(resolved.anchor) or resolved in (home, cwd):
+        raise UserError(f"refusing to write the site to {target}: choose a folder of its own, "
+                        "such as output/site")
+    for folder in protected:
+        folder = folder.resolve()
+        if _is_within(resolved, folder) or _is_within(folder, resolved):
+            raise UserError(f"refusing to write the site to {target}: it overlaps {folder}, "
+                            "which holds your data")
+    if resolved.exists() and not resolved.is_dir():
+        raise UserError(f"refusing to write the site to {target}: it is a file, not a folder")
+    if resolved.is_dir() and any(resolved.iterdir()) and not (resolved / MARKER).is_file():
+        what = "a git repository" if (resolved / ".git").exists() else "files reportgen did not make"
+        raise UserError(f"refusing to replace {target}: it holds {what}; "
+                        "choose an empty or new folder")
+    return resolved
+
+
+def _remove_ours(folder: Path) -> None:
+    """Delete a folder only if it is one of ours (it carries the marker)."""
+    if folder.is_dir() and (folder / MARKER).is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class SiteWriter:
+    """Context manager: ``with SiteWriter(target) as site: site.write(path, data)``.
+
+    On a clean exit the new site replaces the old one; on any exception (Ctrl-C
+    included) the temporary folder is removed and the old site is untouched.
+    """
+
+    def __init__(self, target: Path, protected: list[Path] = ()):
+        self.target = check_target(target, list(protected))
+        self.temp: Path | None = None
+        self.bytes_written = 0
+        self.files_written = 0
+        self._made_dirs: set[str] = set()
+
+    def __enter__(self) -> SiteWriter:
+        parent = self.target.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            self._clean_leftovers(parent)
+            self.temp = parent / f"{TEMP_PREFIX}{self.target.name}-{uuid.uuid4().hex[:8]}"
+            self.temp.mkdir()
+            (self.temp / MARKER).write_text("This folder was written by reportgen.\n")
+        except OSError as error:
+            raise UserError(f"cannot write to {parent}: {error.strerror or error}") from None
+        return self
+
+    def _clean_leftovers(self, parent: Path) -> None:
+        """Temporary folders left by a build that was killed outright (SIGKILL, power loss)."""
+        for prefix in (TEMP_PREFIX, OLD_PREFIX):
+            for folder in parent.glob(f"{prefix}{self.target.name}-*"):
+                _remove_ours(folder)
+
+    def write(self, relative_path: str, data: bytes) -> None:
+        assert self.temp is not None, "write() outside the with block"
+        path = self.temp / relative_path
+        folder = os.path.dirname(relative_path)
+        try:
+            if folder not in self._made_dirs:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._made_dirs.add(folder)
+            path.write_bytes(data)
+        except OSError as error:
+            raise UserError(self._explain(error)) from None
+        self.bytes_written += len(data)
+        self.files_written += 1
+
+    def _explain(self, error: OSError) -> str:
+        if error.errno == errno.ENOSPC:
+            return (f"the disk is full while writing the site next to {self.target}; "
+                    "the previous site is unchanged")
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return (f"no permission to write the site next to {self.target}; "
+                    "the previous site is unchanged")
+        return f"cannot write the site next to {self.target}: {error.strerror or error}"
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self._commit()
+        else:
+            self._abort()
+        return False
+
+    def _abort(self) -> None:
+        if self.temp is not None:
+            shutil.rmtree(self.temp, ignore_errors=True)
+
+    def _commit(self) -> None:
+        """Swap the new site in: two renames, the old site removed only after the swap."""
+        assert self.temp is not None
+        old = None
+        try:
+            if self.target.exists():
+                old = self.target.parent / f"{OLD_PREFIX}{self.target.name}-{uuid.uuid4().hex[:8]}"
+                self.target.rename(old)
+            self.temp.rename(self.target)
+        except OSError as error:
+            if old is not None and not self.target.exists():
+                old.rename(self.target)
+            self._abort()
+            raise UserError(self._explain(error)) from None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

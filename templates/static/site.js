@@ -1,0 +1,10 @@
+// Optional: arrow keys follow the page's own previous/next links. Pages work without it.
+document.addEventListener("keydown", function (event) {
+  if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+  var target = event.target;
+  if (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) return;
+  var key = event.key === "ArrowLeft" ? "prev" : event.key === "ArrowRight" ? "next" : null;
+  if (!key) return;
+  var link = document.querySelector('a[data-key="' + key + '"]');
+  if (link) window.location.href = link.href;
+});
