@@ -7,7 +7,6 @@ sidecar: class names, input, options, versions and the per-epoch history).
 from __future__ import annotations
 
 import json
-import os
 import platform
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -20,12 +19,9 @@ from reportgen import __version__
 from reportgen.data import Dataset, InputSpec, load_split
 from reportgen.errors import UserError
 from reportgen.history import History
+from reportgen.keras_import import keras
 
-# TensorFlow prints pages of C++ log lines on import; keep them out of a CLI's output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras  # noqa: E402
-from keras import layers  # noqa: E402
+layers = keras.layers
 
 SIDECAR_FORMAT = "reportgen-model/1"
 ZIP_MAGIC = b"PK\x03\x04"

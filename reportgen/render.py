@@ -274,7 +274,7 @@ def listing_pages(report: Report, views: Views) -> Iterator[tuple[str, str, dict
         yield layout.cell_page(slugs[t], slugs[p]), f"{names[t]} → {names[p]}", {
             "heading": f"True {names[t]}, predicted {names[p]}",
             "lead": f"{len(items)} test images of {names[t]} classified {verb}, most confident first.",
-            "items": [views.thumb(i) for i in items],
+            "thumbs": [views.thumb(i) for i in items],
             "empty": "No test image falls in this cell.",
             "nav": _nav(None, None, results_link),
         }
@@ -285,7 +285,7 @@ def listing_pages(report: Report, views: Views) -> Iterator[tuple[str, str, dict
         yield layout.class_page(slugs[c]), name, {
             "heading": name,
             "lead": f"{len(items)} test images, {wrong} misclassified; mistakes first.",
-            "items": [views.thumb(i) for i in items],
+            "thumbs": [views.thumb(i) for i in items],
             "empty": "This class has no test images.",
             "nav": _nav(None, None, results_link),
         }

@@ -1,0 +1,219 @@
+"""The activations stage: one probe model that returns every feature map with the probabilities.
+
+A layer's ``.output`` is useless for this in Keras 3: inside a nested model it is
+wired to the nested model's own inputs, and a Sequential model may not even have
+an ``input``. So the probe replays the model's graph on a fresh ``keras.Input``,
+calling the original layer objects (so it shares their weights), and keeps the
+symbolic output of every layer whose output is a feature map (rank 4).
+
+Each nested model is replayed into a probe of its own, which the outer replay
+calls in its place: a single flat graph would fail whenever two nested models
+both contain a layer called, say, "conv", since Keras wants unique operation
+names within one graph.
+"""
+
+from __future__ import annotations
+
+import collections
+import fnmatch
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+# Keras has no public name for "a model built from a graph"; we need it to replay one.
+from keras.src.models.functional import Functional  # noqa: E402  (after the quiet import)
+
+from reportgen.errors import UserError
+from reportgen.keras_import import keras
+
+PATHS_SHOWN_IN_ERRORS = 8
+
+
+@dataclass(frozen=True)
+class FeatureLayer:
+    path: str  # "conv2d"; "block2/conv" inside a nested model; "name@2" for a second call
+    type_name: str  # the layer's class name, e.g. "Conv2D"
+    output_shape: tuple[int, int, int]  # (height, width, channels) per image
+
+
+@dataclass(frozen=True)
+class _Tap:
+    """One call of a feature-map layer during a replay, with its symbolic output."""
+
+    order: tuple[int, ...]  # (position in its model's layers, call number) per nesting level
+    path: str
+    type_name: str
+    output: keras.KerasTensor
+
+
+@dataclass(frozen=True)
+class _Replay:
+    outputs: list[keras.KerasTensor]  # the replayed model's outputs, flattened
+    taps: list[_Tap]  # in model order
+
+
+@dataclass(frozen=True)
+class _NestedProbe:
+    """A nested model rebuilt to output [*its outputs, *its taps' outputs]."""
+
+    model: keras.Model
+    n_outputs: int
+    taps: list[_Tap]
+
+
+def _unpack_singleton(tensors: list):
+    """A one-input model (a Sequential above all) wants a tensor, not a list of one."""
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
+def _is_graph_model(operation) -> bool:
+    return isinstance(operation, keras.Sequential | Functional)
+
+
+def _is_feature_map(outputs) -> bool:
+    return isinstance(outputs, keras.KerasTensor) and len(outputs.shape) == 4
+
+
+def _replay(model: keras.Model, inputs, nested_probes: dict[int, _NestedProbe]) -> _Replay:
+    """Call ``model``'s layers on symbolic ``inputs``; nested models go through their probes."""
+    positions = {id(layer): i for i, layer in enumerate(model.layers)}
+    calls: collections.Counter[int] = collections.Counter()
+    taps: list[_Tap] = []
+
+    def call(operation, *args, **kwargs):
+        calls[id(operation)] += 1
+        n_call = calls[id(operation)]
+        path = operation.name if n_call == 1 else f"{operation.name}@{n_call}"
+        # Operations that are not layers (keras.ops in a functional graph) sort last.
+        order = (positions.get(id(operation), len(positions)), n_call)
+        if _is_graph_model(operation):
+            # Call-time kwargs (training=, mask=) are dropped: the probe only ever
+            # runs in inference mode, which Keras passes down to nested layers.
+            nested = _nested_probe(operation, nested_probes)
+            flat = keras.tree.flatten(nested.model(_unpack_singleton(keras.tree.flatten(args))))
+            taps.extend(
+                _Tap(order + tap.order, f"{path}/{tap.path}", tap.type_name, output)
+                for tap, output in zip(nested.taps, flat[nested.n_outputs:], strict=True)
+            )
+            return _unpack_singleton(flat[: nested.n_outputs])
+        outputs = operation(*args, **kwargs)
+        if isinstance(operation, keras.Layer) and _is_feature_map(outputs):
+            taps.append(_Tap(order, path, type(operation).__name__, outputs))
+        return outputs
+
+    if isinstance(model, keras.Sequential):
+        outputs = inputs
+        for layer in model.layers:
+            outputs = call(layer, outputs)
+    else:
+        # Private, but it is what Functional.call and keras.models.clone_model use to
+        # walk the graph node by node; operation_fn maps each operation to a callable.
+        outputs = model._run_through_graph(
+            inputs, operation_fn=lambda operation: lambda *a, **k: call(operation, *a, **k)
+        )
+    return _Replay(keras.tree.flatten(outputs), sorted(taps, key=lambda tap: tap.order))
+
+
+def _fresh_inputs(model: keras.Model) -> list[keras.KerasTensor]:
+    return [keras.Input(batch_shape=x.shape, dtype=x.dtype) for x in model.inputs]
+
+
+def _nested_probe(model: keras.Model, nested_probes: dict[int, _NestedProbe]) -> _NestedProbe:
+    """The probe of a nested model, built once even when the model is called twice."""
+    if id(model) not in nested_probes:
+        inputs = _unpack_singleton(_fresh_inputs(model))
+        replay = _replay(model, inputs, nested_probes)
+        outputs = [*replay.outputs, *(tap.output for tap in replay.taps)]
+        # Named like the model it replaces, so names stay unique in the outer graph.
+        probe = keras.Model(inputs, outputs, name=model.name)
+        nested_probes[id(model)] = _NestedProbe(probe, len(replay.outputs), replay.taps)
+    return nested_probes[id(model)]
+
+
+def _image_input(model: keras.Model) -> keras.KerasTensor:
+    """A fresh input like the model's one image input, after checking it is a classifier."""
+    if not _is_graph_model(model):
+        raise UserError(f"model '{model.name}' is a subclassed {type(model).__name__}; "
+                        "reportgen can only look inside Sequential and functional Keras models")
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except AttributeError:
+        raise UserError(f"model '{model.name}' has no input shape yet; give it a keras.Input(...) "
+                        "first layer or call model.build(...) before saving it") from None
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise UserError("reportgen needs an image classifier with one input and one output; "
+                        f"this model has {len(inputs)} inputs and {len(outputs)} outputs")
+    image_shape = tuple(inputs[0].shape)
+    if len(image_shape) != 4 or None in image_shape[1:]:
+        raise UserError(f"the model's input shape {image_shape} is not "
+                        "(batch, height, width, channels) with a fixed image size")
+    if len(outputs[0].shape) != 2:
+        raise UserError(f"the model's output shape {tuple(outputs[0].shape)} is not "
+                        "(batch, classes)")
+    return _fresh_inputs(model)[0]
+
+
+def _select(taps: list[_Tap], patterns: Sequence[str] | None) -> list[_Tap]:
+    """The taps whose path matches any of the glob ``patterns`` (all of them when none)."""
+    if not patterns:
+        return taps
+    paths = [tap.path for tap in taps]
+    for pattern in patterns:
+        if not fnmatch.filter(paths, pattern):
+            shown = ", ".join(paths[:PATHS_SHOWN_IN_ERRORS])
+            more = f", ... ({len(paths)} in all)" if len(paths) > PATHS_SHOWN_IN_ERRORS else ""
+            raise UserError(f"layer pattern {pattern!r} matches no feature-map layer; "
+                            f"the layers are: {shown or '(none)'}{more}")
+    return [tap for tap in taps
+            if any(fnmatch.fnmatchcase(tap.path, pattern) for pattern in patterns)]
+
+
+class ActivationProbe:
+    """The model's probabilities and its feature maps, from one forward pass per batch."""
+
+    def __init__(self, model: keras.Model, patterns: Sequence[str] | None = None):
+        image_input = _image_input(model)
+        replay = _replay(model, image_input, nested_probes={})
+        taps = _select(replay.taps, patterns)
+        self.layers: tuple[FeatureLayer, ...] = tuple(
+            FeatureLayer(tap.path, tap.type_name, tuple(int(n) for n in tap.output.shape[1:]))
+            for tap in taps
+        )
+        self._image_shape = tuple(image_input.shape[1:])
+        self._image_dtype = image_input.dtype
+        self._n_classes = int(replay.outputs[0].shape[1])
+        self._probe = keras.Model(image_input, [replay.outputs[0], *(tap.output for tap in taps)],
+                                  name=f"{model.name}_probe")
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One batched forward pass in inference mode: (probabilities, one map per layer)."""
+        images = np.asarray(images, dtype=self._image_dtype)
+        if images.ndim != 4 or images.shape[1:] != self._image_shape:
+            raise ValueError(f"expected images of shape (n, *{self._image_shape}), "
+                             f"got {images.shape}")
+        if len(images) == 0:
+            return (np.zeros((0, self._n_classes), np.float32),
+                    [np.zeros((0, *layer.output_shape), np.float32) for layer in self.layers])
+        # predict_on_batch runs a traced tf.function in inference mode: for 64 images
+        # through the article's network, 26 ms a batch against 39 ms for an eager
+        # probe(images, training=False), after a one-off ~0.2 s trace.
+        outputs = keras.tree.flatten(self._probe.predict_on_batch(images))
+        probabilities, *feature_maps = (np.asarray(x, dtype=np.float32) for x in outputs)
+        return probabilities, feature_maps
+
+
+class _HasImages(Protocol):
+    images: np.ndarray
+
+
+B = TypeVar("B", bound=_HasImages)
+
+
+def stream(probe: ActivationProbe, batches: Iterable[B]
+           ) -> Iterator[tuple[B, np.ndarray, list[np.ndarray]]]:
+    """For each batch, yield (batch, probabilities, feature_maps) before computing the next."""
+    for batch in batches:
+        probabilities, feature_maps = probe(batch.images)
+        yield batch, probabilities, feature_maps
