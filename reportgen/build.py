@@ -259,7 +259,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
                                      type_name=layer.type_name, output_shape=layer.output_shape,
                                      grid_size_px=(grid_width, grid_height), stats=stats))
             for channel in stats.channels:
-                if channel.top:
+                if channel.top and not channel.dead:
                     maps_ = [t.feature_map for t in channel.top]
                     low = min(0.0, min(float(m.min()) for m in maps_))
                     site.write(layout.atlas_asset(slug, channel.index),

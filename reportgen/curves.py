@@ -23,6 +23,7 @@ def learning_curve_svg(history: History, metric: str) -> bytes:
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     epochs = list(range(1, history.epochs + 1))
     with matplotlib.rc_context({"svg.hashsalt": "reportgen", "svg.fonttype": "path",
@@ -38,6 +39,7 @@ def learning_curve_svg(history: History, metric: str) -> bytes:
         if history.best_epoch:
             axes.axvline(history.best_epoch, color="#555555", linestyle="--", linewidth=1,
                          label=f"best epoch ({history.best_epoch})")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("epoch")
         axes.set_ylabel(metric)
         axes.set_title(f"{metric.capitalize()} per epoch")

@@ -1,0 +1,166 @@
+"""Rendering is a pure function of the report model: gold pages, links, escaping, paging."""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from tiny_report import tiny_report
+
+from reportgen import layout
+from reportgen.render import _pager, integer_scale, render_site
+
+GOLD = Path(__file__).parent / "gold"
+GOLD_FAILED = Path(__file__).parent / "gold-failed"
+# Pages whose exact bytes are specified; refresh with REPORTGEN_UPDATE_GOLD=1 after a deliberate change.
+GOLD_PAGES = ("index.html", "results.html", "images/squares-img-1-png-8adb8bb7a72a.html",
+              "layers/block-conv-f47819d2ea5b/index.html", "layers/block-conv-f47819d2ea5b/page-2.html")
+# Assets the build writes beside the rendered pages (the renderer only links to them).
+ASSET_PATTERNS = (r"assets/inputs/.+\.png", r"assets/maps/.+\.png", r"assets/atlas/.+\.png",
+                  r"assets/curves/(accuracy|loss)\.svg")
+
+
+class LinkParser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        for name in ("href", "src"):
+            if attrs.get(name) is not None:
+                self.links.append(attrs[name])
+
+
+def parse(html: bytes) -> LinkParser:
+    parser = LinkParser()
+    parser.feed(html.decode("utf-8"))
+    return parser
+
+
+@pytest.fixture(scope="module")
+def site() -> dict[str, bytes]:
+    return dict(render_site(tiny_report()))
+
+
+@pytest.mark.parametrize("page", GOLD_PAGES)
+def test_gold_pages(site, page):
+    gold = GOLD / page
+    if os.environ.get("REPORTGEN_UPDATE_GOLD"):
+        gold.parent.mkdir(parents=True, exist_ok=True)
+        gold.write_bytes(site[page])
+    if site[page] != gold.read_bytes():
+        failed = GOLD_FAILED / page
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        failed.write_bytes(site[page])
+        pytest.fail(f"{page} differs from its gold file; the new output is in {failed} "
+                    "(REPORTGEN_UPDATE_GOLD=1 accepts it)")
+
+
+def test_every_link_resolves(site):
+    pages = {path for path in site if path.endswith(".html")}
+    assert len(pages) > 20
+    for page in pages:
+        parser = parse(site[page])
+        for link in parser.links:
+            assert not re.match(r"^[a-z][a-z0-9+.-]*:|^/", link), f"{page}: non-relative link {link}"
+            target, _, fragment = link.partition("#")
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(page), target)) \
+                if target else page
+            assert not resolved.startswith(".."), f"{page}: {link} leaves the site"
+            is_asset = any(re.fullmatch(p, resolved) for p in ASSET_PATTERNS)
+            assert resolved in site or is_asset, f"{page}: {link} points nowhere"
+            if fragment and resolved.endswith(".html"):
+                assert fragment in parse(site[resolved]).ids, f"{page}: no #{fragment} in {resolved}"
+
+
+def test_render_is_deterministic():
+    assert dict(render_site(tiny_report())) == dict(render_site(tiny_report()))
+
+
+def test_every_page_forbids_network(site):
+    for path, html in site.items():
+        if path.endswith(".html"):
+            assert b"default-src 'none'" in html, path
+            assert b"http://" not in html and b"https://" not in html, path
+
+
+def test_site_scaffolding(site):
+    assert site[".nojekyll"] == b""
+    assert "404.html" in site
+    assert site["static/style.css"].startswith(b"/*")
+
+
+def test_hostile_names_are_escaped():
+    names = ('<script>alert(1)</script>', 'a&b "quoted"', "東京 #1?%")
+    paths = [f"{names[i % 3]}/x<y>&{i}.png" for i in range(6)]
+    site = dict(render_site(tiny_report(class_names=names, paths=paths)))
+    html = b"".join(data for path, data in site.items() if path.endswith(".html"))
+    assert b"<script>alert" not in html
+    assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "東京 #1?%".encode() in html
+    assert all(re.fullmatch(r"[a-z0-9._/-]+", path) for path in site), sorted(site)
+    report = json.loads(site["report.json"])
+    assert report["classes"] == list(names)
+
+
+def test_report_json_matches_the_model():
+    report = tiny_report()
+    data = json.loads(dict(render_site(report))["report.json"])
+    assert data["schema_version"] == 1
+    assert data["metrics"]["confusion_matrix"] == report.metrics.confusion.tolist()
+    assert data["metrics"]["accuracy"] == pytest.approx(4 / 6)
+    assert [i["path"] for i in data["images"]] == [i.path for i in report.images]
+    for image in data["images"]:
+        probabilities = image["probabilities"]
+        assert image["predicted_label"] == probabilities.index(max(probabilities))
+    assert sum(i["true_label"] != i["predicted_label"] for i in data["images"]) == 2
+    conv = data["feature_layers"][0]
+    assert conv["dead_channels"] == 1 and conv["channel_stats"][0]["dead"] is True
+    assert conv["channel_stats"][0]["top_images"] and conv["channel_stats"][1]["active_share"] == 1.0
+    assert data["history"]["best_epoch"] == 2
+    assert data["data"]["skipped"] == [{"path": "test_set/circles/broken.png",
+                                        "reason": "truncated image data"}]
+
+
+def test_no_history_says_so():
+    site = dict(render_site(tiny_report(with_history=False)))
+    assert b"No training history was given" in site["index.html"]
+    assert b"assets/curves" not in site["index.html"]
+    assert json.loads(site["report.json"])["history"] is None
+
+
+def test_pager_shows_neighbours_and_gaps():
+    pager = _pager("conv", 5, 10)
+    numbers = [p.get("number", "…") for p in pager["pages"]]
+    assert numbers == [1, "…", 3, 4, 5, 6, 7, "…", 10]
+    assert pager["previous"] == layout.layer_page("conv", 4)
+    assert pager["next"] == layout.layer_page("conv", 6)
+    assert _pager("conv", 1, 1)["previous"] is None and _pager("conv", 1, 1)["next"] is None
+
+
+def test_gallery_pages_split_images(site):
+    first = site["layers/block-conv-f47819d2ea5b/index.html"].decode()
+    third = site["layers/block-conv-f47819d2ea5b/page-3.html"].decode()
+    assert first.count('class="entry ') == 2 and third.count('class="entry ') == 2
+    assert "Channel atlas" in first and "Channel atlas" not in third
+
+
+def test_integer_scale_keeps_pixels_square():
+    assert integer_scale(84, 28) == 3
+    assert integer_scale(56, 3, max_px=20) == 6
+    assert integer_scale(10, 100) == 1
+
+
+def teardown_module():
+    if GOLD_FAILED.exists() and not any(GOLD_FAILED.rglob("*.html")):
+        shutil.rmtree(GOLD_FAILED)
