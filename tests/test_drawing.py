@@ -1,0 +1,96 @@
+"""Drawing: honest colour scales, grid layout, deterministic PNG and SVG bytes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reportgen import drawing
+from reportgen.curves import learning_curve_svg
+from reportgen.history import History
+
+
+def decode(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_layer_scale_draws_a_dead_channel_in_the_bottom_colour():
+    maps = np.random.default_rng(0).random((5, 5, 3), dtype=np.float32)
+    maps[..., 1] = 0.0
+    indices = drawing.layer_scale_indices(maps)
+    assert (indices[..., 1] == 0).all()
+    assert indices.max() == 255
+    # the article's per-channel standardisation turns the same dead channel into mid-grey
+    assert (drawing.channel_scale_indices(maps)[..., 1] == 128).all()
+
+
+def test_layer_scale_keeps_negative_values_below_zero():
+    maps = np.array([-1.0, 0.0, 1.0], dtype=np.float32).reshape(1, 3, 1)
+    assert drawing.layer_scale_indices(maps).ravel().tolist() == [0, 128, 255]
+
+
+def test_all_zero_layer_is_all_bottom_colour():
+    assert (drawing.layer_scale_indices(np.zeros((2, 2, 4), np.float32)) == 0).all()
+
+
+def test_channel_grid_places_every_channel():
+    height, width, channels = 3, 2, 20
+    indices = np.arange(channels, dtype=np.uint8)[None, None, :].repeat(height, 0).repeat(width, 1)
+    lut = np.stack([np.arange(256)] * 3, axis=1).astype(np.uint8)  # grey ramp: colour == index
+    grid = drawing.channel_grid(indices, lut)
+    rows, columns, grid_height, grid_width = drawing.grid_shape(height, width, channels)
+    assert (rows, columns) == (2, 16)
+    assert grid.shape == (grid_height, grid_width, 3) == (7, 47, 3)
+    for channel in range(channels):
+        row, column = divmod(channel, columns)
+        tile = grid[row * (height + 1): row * (height + 1) + height,
+                    column * (width + 1): column * (width + 1) + width, 0]
+        assert (tile == channel).all(), channel
+    # the gap after the last channel is background, not a repeated tile
+    assert (grid[4:, 4 * 3:, :] == 255).all()
+
+
+def test_png_bytes_are_deterministic_and_decode_to_the_pixels():
+    maps = np.random.default_rng(1).random((6, 6, 4), dtype=np.float32)
+    lut = drawing.colormap_lut("viridis")
+    first = drawing.feature_grid_png(maps, lut)
+    assert first == drawing.feature_grid_png(maps, lut)
+    np.testing.assert_array_equal(decode(first), drawing.channel_grid(
+        drawing.layer_scale_indices(maps), lut))
+    assert b"tIME" not in first and b"tEXt" not in first
+
+
+def test_input_png_keeps_grayscale_and_rgb():
+    gray = decode(drawing.input_png(np.full((4, 4, 1), 0.5, np.float32)))
+    assert gray.shape == (4, 4, 3) and (gray == 128).all()
+    rgb = np.zeros((4, 4, 3), np.float32)
+    rgb[..., 0] = 1.0
+    assert (decode(drawing.input_png(rgb))[..., 0] == 255).all()
+
+
+def test_strip_shares_one_scale():
+    lut = np.stack([np.arange(256)] * 3, axis=1).astype(np.uint8)
+    maps = [np.full((2, 2), 1.0, np.float32), np.full((2, 2), 2.0, np.float32)]
+    strip = decode(drawing.strip_png(maps, 0.0, 2.0, lut))
+    assert strip.shape == (2, 5, 3)
+    assert strip[0, 0, 0] == 128 and strip[0, 3, 0] == 255 and strip[0, 2, 0] == 255
+
+
+def test_unknown_colormap_is_a_user_error():
+    from reportgen.errors import UserError
+
+    with pytest.raises(UserError, match="colormap"):
+        drawing.colormap_lut("no-such-map")
+
+
+def test_learning_curves_are_deterministic_svg():
+    history = History.from_keras({"accuracy": [0.4, 0.8], "val_accuracy": [0.5, 0.7],
+                                  "loss": [1.2, 0.4], "val_loss": [1.0, 0.9]})
+    svg = learning_curve_svg(history, "accuracy")
+    assert svg == learning_curve_svg(history, "accuracy")
+    assert svg.startswith(b"<?xml") and b"<svg" in svg
+    # text is drawn as paths, so no font is ever looked up
+    assert b"<text" not in svg and b"@font-face" not in svg
