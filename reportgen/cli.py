@@ -20,15 +20,21 @@ DEFAULT_DATA = Path("data/shapes")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
+class InputError(click.ClickException):
+    """Printed as one ``Error: ...`` line (no usage text: the command line was fine, the input not)."""
+
+    exit_code = 2  # click's convention for user mistakes
+
+
 def user_errors(command):
-    """Turn a UserError into click's one-line error and exit code 2."""
+    """Turn a UserError into one line on stderr and exit code 2."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except UserError as error:
-            raise click.UsageError(str(error)) from None
+            raise InputError(str(error)) from None
 
     return wrapper
 

@@ -52,6 +52,7 @@ class History:
 
     @classmethod
     def from_json(cls, data: dict) -> History:
+        data = {_ALIASES.get(key, key): value for key, value in data.items()}
         return cls.from_keras({k: data.get(k, ()) for k in _SERIES},
                               best_epoch=data.get("best_epoch"),
                               validation=data.get("validation", "not recorded"))
@@ -77,7 +78,10 @@ def _from_json_text(path: Path, text: str) -> History:
         raise UserError(f"{path} does not hold a training history")
     if isinstance(data.get("history"), dict):  # a reportgen sidecar
         data = data["history"]
-    return History.from_json(data)
+    try:
+        return History.from_json(data)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{path} holds a training history value that is not a number: {error}") from None
 
 
 def _from_csv_text(path: Path, text: str) -> History:
@@ -86,7 +90,9 @@ def _from_csv_text(path: Path, text: str) -> History:
         raise UserError(f"{path} has no rows of training history")
     try:
         rows.sort(key=lambda row: int(row.get("epoch", 0)))
-        columns = {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"}
+        # CSVLogger writes val_* columns of "NA" when there was no validation data.
+        columns = {key: [float(row[key]) for row in rows] for key in rows[0]
+                   if key != "epoch" and any(row[key] != "NA" for row in rows)}
     except (TypeError, ValueError) as error:
         raise UserError(f"{path} is not a CSVLogger file of numbers: {error}") from None
     return History.from_keras(columns, validation="not recorded (history read from a CSV file)")

@@ -147,6 +147,7 @@ def train(dataset: Dataset, options: TrainOptions, report: Callable[[str], None]
         _repeating_batches(x_train, one_hot[y_train], options.batch_size, rng),
         steps_per_epoch=options.steps_per_epoch,
         epochs=options.epochs,
+        shuffle=False,  # the generator shuffles; Keras warns that it would ignore shuffle=True
         validation_data=(x_val, one_hot[y_val]),
         validation_batch_size=options.batch_size,
         callbacks=[keep_best],
@@ -271,9 +272,10 @@ def load(path: Path, *, trust: bool = False) -> keras.Model:
         raise UserError(f"{path} is a legacy HDF5 model, which Keras loads without safe mode; "
                         "pass --trust-model only if you trust where the file came from")
     try:
-        if fmt == "keras" and path.suffix != ".keras":
+        suffix = ".keras" if fmt == "keras" else ".h5"
+        if path.suffix != suffix:
             # Keras picks the loader by extension; hand it a correctly named link.
-            return _load_renamed(path, trust)
+            return _load_renamed(path, trust, suffix)
         return keras.saving.load_model(path, safe_mode=not trust, compile=False)
     except UserError:
         raise
@@ -281,11 +283,11 @@ def load(path: Path, *, trust: bool = False) -> keras.Model:
         raise UserError(_explain_load_error(path, error)) from None
 
 
-def _load_renamed(path: Path, trust: bool) -> keras.Model:
+def _load_renamed(path: Path, trust: bool, suffix: str) -> keras.Model:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="reportgen-") as folder:
-        link = Path(folder) / "model.keras"
+        link = Path(folder) / f"model{suffix}"
         link.symlink_to(path.resolve())
         return keras.saving.load_model(link, safe_mode=not trust, compile=False)
 
