@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from reportgen.errors import UserError
 from reportgen.history import History, read_history
 from reportgen.metrics import compute_metrics
 from reportgen.report import LayerEntry, Report, images_from_predictions, layer_slug, slugify
-from reportgen.site import SiteWriter
+from reportgen.site import SiteWriter, check_target
 
 GITHUB_PAGES_LIMIT_BYTES = 1_000_000_000
 INFERENCE_BATCH = 64
@@ -200,6 +201,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
     generated_at = _generated_at()
     lut = drawing.colormap_lut(options.colormap)
     dataset = prepare_data(options, echo)
+    check_target(options.out, [dataset.root])  # refuse a bad --out before minutes of training
     model, class_names, history, source = obtain_model(options, dataset, echo)
     stage_seconds["model"] = time.perf_counter() - started
 
@@ -227,7 +229,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
             position = 0
             pass_started = time.perf_counter()
             with click.progressbar(length=n_images, label="Reading test images",
-                                   file=click.get_text_stream("stderr")) as bar:
+                                   file=sys.stderr) as bar:
                 for batch, probs, maps in stream(probe, iter_batches(test, spec, INFERENCE_BATCH)):
                     n = len(batch.records)
                     probabilities[position:position + n] = probs

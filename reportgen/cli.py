@@ -58,7 +58,8 @@ def main() -> None:
               default=0.3, help="Share of each class that goes to test_set/.")
 @click.option("--size", type=click.IntRange(min=8, max=1024), default=28,
               help="Width and height of each image in pixels.")
-@click.option("--seed", type=int, default=0, help="Random seed; the same options give the same files.")
+@click.option("--seed", type=click.IntRange(min=0), default=0,
+              help="Random seed; the same options give the same files.")
 @user_errors
 def data(out: Path, per_class: int, test_fraction: float, size: int, seed: int) -> None:
     """Draw the bundled shapes dataset (circles, squares, triangles)."""
@@ -81,7 +82,8 @@ def training_options(command):
                      default=0.0,
                      help="Hold out this share of training_set/ for validation; "
                           "0 validates on test_set/ as the article does."),
-        click.option("--seed", type=int, default=0, help="Random seed for weights and batches."),
+        click.option("--seed", type=click.IntRange(min=0), default=0,
+                     help="Random seed for weights and batches."),
     ]
     for option in reversed(options):
         command = option(command)

@@ -39,8 +39,11 @@ def check_target(target: Path, protected: list[Path] = ()) -> Path:
                             "which holds your data")
     if resolved.exists() and not resolved.is_dir():
         raise UserError(f"refusing to write the site to {target}: it is a file, not a folder")
-    if resolved.is_dir() and any(resolved.iterdir()) and not (resolved / MARKER).is_file():
-        what = "a git repository" if (resolved / ".git").exists() else "files reportgen did not make"
+    # .git even beside the marker: a clone of the published gh-pages branch carries the marker.
+    is_repository = (resolved / ".git").exists()
+    if resolved.is_dir() and (is_repository or any(resolved.iterdir())
+                              and not (resolved / MARKER).is_file()):
+        what = "a git repository" if is_repository else "files reportgen did not make"
         raise UserError(f"refusing to replace {target}: it holds {what}; "
                         "choose an empty or new folder")
     return resolved
