@@ -239,14 +239,14 @@ def results_view(report: Report, views: Views) -> dict:
         rows.append({"name": name, "href": layout.class_page(slugs[t]), "cells": cells})
     per_class = [{
         "name": name, "href": layout.class_page(slugs[c]),
-        "precision": number(s.precision), "recall": number(s.recall), "f1": number(s.f1),
+        "precision": f"{s.precision:.3f}", "recall": f"{s.recall:.3f}", "f1": f"{s.f1:.3f}",
         "support": s.support,
     } for c, (name, s) in enumerate(zip(report.class_names, report.metrics.per_class, strict=True))]
     scores = report.metrics.per_class
     macro = {
-        "precision": number(sum(s.precision for s in scores) / len(scores)),
-        "recall": number(sum(s.recall for s in scores) / len(scores)),
-        "f1": number(report.metrics.macro_f1),
+        "precision": f"{sum(s.precision for s in scores) / len(scores):.3f}",
+        "recall": f"{sum(s.recall for s in scores) / len(scores):.3f}",
+        "f1": f"{report.metrics.macro_f1:.3f}",
         "support": report.metrics.n_images,
     }
     mistakes = sorted((i for i in report.images if not i.correct),
