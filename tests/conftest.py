@@ -1,0 +1,78 @@
+"""Session fixtures shared by the end-to-end tests: one small dataset, one site, one browser.
+
+The site is built once per session with a very short training run; tests that change a
+site work on a copy of it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import browser
+import pytest
+
+SMALL_PER_CLASS = 12  # 4 test images per class: 12 in all
+SMALL_IMAGES_PER_PAGE = 4  # so each layer gallery has 3 pages
+
+
+@dataclass(frozen=True)
+class BuiltSite:
+    path: Path
+    model: Path  # the trained model the build cached (with its sidecar)
+    options: object  # the reportgen.build.BuildOptions it was built with
+    log: tuple[str, ...]  # what the build reported, one line each
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    from reportgen import shapes
+
+    path = tmp_path_factory.mktemp("data") / "shapes"
+    shapes.generate(path, per_class=SMALL_PER_CLASS, seed=3)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_build(tmp_path_factory, small_dataset) -> BuiltSite:
+    """The small site, built once: 1 epoch of 5 steps, 4 images per gallery page."""
+    from reportgen.build import BuildOptions, build
+    from reportgen.model import TrainOptions
+
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        pytest.fail("unset SOURCE_DATE_EPOCH: these tests expect sites without a build date")
+    folder = tmp_path_factory.mktemp("small")
+    log: list[str] = []
+    options = BuildOptions(data=small_dataset, out=folder / "site",
+                           model_cache=folder / "model" / "model.keras",
+                           images_per_page=SMALL_IMAGES_PER_PAGE, jobs=2,
+                           train=TrainOptions(epochs=1, steps_per_epoch=5))
+    build(options, echo=log.append)
+    return BuiltSite(path=folder / "site", model=options.model_cache, options=options,
+                     log=tuple(log))
+
+
+@pytest.fixture(scope="session")
+def small_site(small_build) -> Path:
+    """A built site; read it, never change it (copy it first)."""
+    return small_build.path
+
+
+@pytest.fixture(scope="session")
+def small_model(small_build) -> Path:
+    """The .keras model behind the small site, for builds with --model."""
+    return small_build.model
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    """One headless chromium for the whole session."""
+    with browser.launch() as launched:
+        yield launched
+
+
+@pytest.fixture(scope="session")
+def small_site_crawl(small_site, chromium) -> dict[str, browser.PageReport]:
+    return browser.crawl(small_site, chromium)
