@@ -28,6 +28,7 @@ from reportgen.data import Dataset, iter_batches, scan_dataset
 from reportgen.errors import UserError
 from reportgen.history import History, read_history
 from reportgen.metrics import compute_metrics
+from reportgen.options import TrainOptions
 from reportgen.report import LayerEntry, Report, images_from_predictions, layer_slug, slugify
 from reportgen.site import SiteWriter, check_target
 
@@ -53,7 +54,7 @@ class BuildOptions:
     strict: bool = False
     title: str | None = None
     generate_missing_data: bool = False
-    train: object = None  # model.TrainOptions; typed loosely to keep TensorFlow out of imports
+    train: TrainOptions = field(default_factory=TrainOptions)
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,7 @@ def _unique_slugs(names: list[str], slug=slugify) -> list[str]:
 def _warnings(dataset: Dataset, drawn_images: int, n_images: int) -> tuple[str, ...]:
     warnings = []
     if dataset.skipped:
-        warnings.append(f"{len(dataset.skipped)} unreadable file(s) skipped (listed below).")
+        warnings.append(f"{len(dataset.skipped)} unreadable file(s) skipped; each is listed with its reason.")
     for split in (dataset.train, dataset.test):
         if split is not None:
             warnings.extend(f"class folder {split.root.name}/{name} has no readable images."

@@ -91,7 +91,7 @@ def training_options(command):
 
 
 def _train_options(epochs, steps_per_epoch, batch_size, validation_split, seed):
-    from reportgen.model import TrainOptions
+    from reportgen.options import TrainOptions
 
     return TrainOptions(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                         validation_split=validation_split, seed=seed)
@@ -214,7 +214,8 @@ def build(data: Path, out: Path, model_path: Path | None, history_path: Path | N
     try:
         result = build_site(options)
     except KeyboardInterrupt:
-        click.echo("Interrupted; the previous site is unchanged.", err=True)
+        # Either the old site was kept whole or the new one was swapped in whole: never a mix.
+        click.echo("Interrupted.", err=True)
         sys.exit(130)
     click.echo(f"Wrote {result.files} files ({result.bytes / 1e6:.1f} MB) in "
                f"{result.seconds:.1f} s; test accuracy {result.accuracy:.1%}.")

@@ -20,23 +20,13 @@ from reportgen.data import Dataset, InputSpec, load_split
 from reportgen.errors import UserError
 from reportgen.history import History
 from reportgen.keras_import import keras
+from reportgen.options import TrainOptions
 
 layers = keras.layers
 
 SIDECAR_FORMAT = "reportgen-model/1"
 ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """The article's schedule by default: 20 epochs of 100 steps of 16 images."""
-
-    epochs: int = 20
-    steps_per_epoch: int = 100
-    batch_size: int = 16
-    validation_split: float = 0.0  # 0: validate on the test set, as the article does
-    seed: int = 0
 
 
 @dataclass(frozen=True)

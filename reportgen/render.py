@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -91,6 +92,7 @@ class Views:
             "href": layout.image_page(image.slug),
             "src": layout.input_asset(image.slug),
             "path": image.path,
+            "name": posixpath.basename(image.path),
             "width": width * self.thumb_scale,
             "height": height * self.thumb_scale,
             "true_name": self.class_name(image.true_label),
@@ -505,11 +507,8 @@ def render_site(report: Report) -> Iterator[tuple[str, bytes]]:
     """
     env = environment()
     views = Views(report)
-    first_image = layout.image_page(report.images[0].slug)
-    first_layer = layout.layer_page(report.layers[0].slug) if report.layers else "index.html"
     common = {"site_title": report.title, "version": report.reportgen_version,
-              "generated_at": report.generated_at, "first_image_href": first_image,
-              "first_layer_href": first_layer}
+              "generated_at": report.generated_at}
 
     def page(template: str, path: str, title: str, **context) -> tuple[str, bytes]:
         html = env.get_template(template).render(

@@ -7,10 +7,14 @@ reportgen only ever replaces a folder that carries its marker file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+import signal
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from reportgen.errors import UserError
@@ -53,6 +57,29 @@ def _remove_ours(folder: Path) -> None:
     """Delete a folder only if it is one of ours (it carries the marker)."""
     if folder.is_dir() and (folder / MARKER).is_file():
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done, then raise KeyboardInterrupt.
+
+    The swap of old and new site must not stop halfway. Python runs signal handlers
+    in the main thread whichever thread the signal reaches, so swapping handlers
+    (not masking one thread) is what defers them.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 class SiteWriter:
@@ -123,6 +150,10 @@ class SiteWriter:
 
     def _commit(self) -> None:
         """Swap the new site in: two renames, the old site removed only after the swap."""
+        with deferred_interrupts():
+            self._swap()
+
+    def _swap(self) -> None:
         assert self.temp is not None
         old = None
         try:

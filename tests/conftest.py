@@ -39,7 +39,7 @@ def small_dataset(tmp_path_factory) -> Path:
 def small_build(tmp_path_factory, small_dataset) -> BuiltSite:
     """The small site, built once: 1 epoch of 5 steps, 4 images per gallery page."""
     from reportgen.build import BuildOptions, build
-    from reportgen.model import TrainOptions
+    from reportgen.options import TrainOptions
 
     if os.environ.get("SOURCE_DATE_EPOCH"):
         pytest.fail("unset SOURCE_DATE_EPOCH: these tests expect sites without a build date")

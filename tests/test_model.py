@@ -29,7 +29,7 @@ from reportgen.data import Dataset, load_split, scan_dataset
 from reportgen.errors import UserError
 from reportgen.history import History, read_history
 from reportgen.keras_import import keras
-from reportgen.model import TrainOptions
+from reportgen.options import TrainOptions
 
 SHORT = TrainOptions(epochs=2, steps_per_epoch=5, seed=0)
 CLASS_NAMES = ("circles", "squares", "triangles")

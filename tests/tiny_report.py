@@ -70,5 +70,5 @@ def tiny_report(class_names=CLASS_NAMES, paths=None, images_per_page: int = 2,
         images_per_page=images_per_page,
         drawn_images=len(paths),
         reportgen_version="0.0.test",
-        warnings=("1 unreadable file(s) skipped (listed below).",),
+        warnings=("1 unreadable file(s) skipped; each is listed with its reason.",),
     )
