@@ -122,3 +122,34 @@ def test_disk_full_is_a_clear_error_and_keeps_the_old_site(tmp_path, monkeypatch
     monkeypatch.undo()
     assert tree(target) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+def test_interrupts_wait_for_the_swap_to_finish(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from reportgen import site as site_module
+
+    target = tmp_path / "site"
+    write_site(target, {"index.html": b"old"})
+    real_swap = site_module.SiteWriter._swap
+    reached_end_of_swap = []
+
+    def swap_interrupted_midway(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_swap(self)
+        reached_end_of_swap.append(True)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)  # what the CLI installs
+    monkeypatch.setattr(site_module.SiteWriter, "_swap", swap_interrupted_midway)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            write_site(target, {"index.html": b"new"})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert reached_end_of_swap == [True]  # the signal waited for the swap...
+    assert tree(target)["index.html"] == b"new"  # ...so the site is whole, the new one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
