@@ -211,11 +211,15 @@ def build(data: Path, out: Path, model_path: Path | None, history_path: Path | N
         strict=strict, title=title, generate_missing_data=data == DEFAULT_DATA,
         train=_train_options(**training),
     )
+    from reportgen.site import InterruptedAfterSwap
+
     try:
         result = build_site(options)
+    except InterruptedAfterSwap:
+        click.echo(f"Interrupted, after the new site was complete and in place in {out}.", err=True)
+        sys.exit(130)
     except KeyboardInterrupt:
-        # Either the old site was kept whole or the new one was swapped in whole: never a mix.
-        click.echo("Interrupted.", err=True)
+        click.echo("Interrupted; the previous site is unchanged.", err=True)
         sys.exit(130)
     click.echo(f"Wrote {result.files} files ({result.bytes / 1e6:.1f} MB) in "
                f"{result.seconds:.1f} s; test accuracy {result.accuracy:.1%}.")

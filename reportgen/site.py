@@ -59,6 +59,10 @@ def _remove_ours(folder: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+class InterruptedAfterSwap(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM arrived during the swap, which finished: the new site is in place."""
+
+
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block is done, then raise KeyboardInterrupt.
@@ -150,8 +154,11 @@ class SiteWriter:
 
     def _commit(self) -> None:
         """Swap the new site in: two renames, the old site removed only after the swap."""
-        with deferred_interrupts():
-            self._swap()
+        try:
+            with deferred_interrupts():
+                self._swap()
+        except KeyboardInterrupt:
+            raise InterruptedAfterSwap from None
 
     def _swap(self) -> None:
         assert self.temp is not None

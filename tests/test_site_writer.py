@@ -146,7 +146,7 @@ def test_interrupts_wait_for_the_swap_to_finish(tmp_path, monkeypatch):
     previous = signal.signal(signal.SIGTERM, interrupt)  # what the CLI installs
     monkeypatch.setattr(site_module.SiteWriter, "_swap", swap_interrupted_midway)
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(site_module.InterruptedAfterSwap):
             write_site(target, {"index.html": b"new"})
     finally:
         signal.signal(signal.SIGTERM, previous)
