@@ -152,46 +152,47 @@ def _check_classes(loaded, dataset: Dataset, path: Path) -> tuple[str, ...]:
 
 
 class _Drawer:
-    """Draws and encodes pictures in worker threads, overlapped with the forward pass.
+    """Draws, encodes and writes pictures in worker threads, overlapped with the forward pass.
 
-    NumPy's lookup and zlib inside Pillow's PNG encoder release the GIL, so threads
-    use both cores without copying feature maps between processes.
+    Each task is one layer (or the inputs) of one batch. NumPy's array work, zlib
+    inside Pillow's PNG encoder and file writes release the GIL, so threads use
+    every core without copying feature maps between processes. At most about two
+    batches are in flight, so memory does not grow with the number of images.
     """
 
-    def __init__(self, site: SiteWriter, jobs: int, lut: np.ndarray, scale: str):
-        self.site, self.lut, self.scale = site, lut, scale
-        self.pool = ThreadPoolExecutor(max_workers=max(1, jobs)) if jobs > 1 else None
+    def __init__(self, site: SiteWriter, jobs: int, palette: bytes, scale: str):
+        self.site, self.palette, self.scale = site, palette, scale
+        self.pool = ThreadPoolExecutor(max_workers=jobs) if jobs > 1 else None
         self.pending: deque[Future] = deque()
-        self.max_pending = 4 * max(1, jobs)
 
-    def submit(self, image: np.ndarray, image_slug: str, layer_maps: list[tuple[str, np.ndarray]]):
+    def submit_batch(self, images: np.ndarray, image_slugs: list[str],
+                     layer_maps: list[tuple[str, np.ndarray]]) -> None:
+        tasks = [(self._draw_inputs, images, image_slugs)]
+        tasks += [(self._draw_layer, maps, image_slugs, slug) for slug, maps in layer_maps]
         if self.pool is None:
-            self._write(self._draw(image, image_slug, layer_maps))
+            for function, *args in tasks:
+                function(*args)
             return
-        self.pending.append(self.pool.submit(self._draw, image, image_slug, layer_maps))
-        while len(self.pending) > self.max_pending:
-            self._write(self.pending.popleft().result())
+        while len(self.pending) > len(tasks):
+            self.pending.popleft().result()
+        self.pending.extend(self.pool.submit(*task) for task in tasks)
 
-    def _draw(self, image, image_slug, layer_maps) -> list[tuple[str, bytes]]:
-        files = [(layout.input_asset(image_slug), drawing.input_png(image))]
-        for slug, maps in layer_maps:
-            files.append((layout.map_asset(slug, image_slug),
-                          drawing.feature_grid_png(maps, self.lut, self.scale)))
-        return files
+    def _draw_inputs(self, images: np.ndarray, image_slugs: list[str]) -> None:
+        for image, image_slug in zip(images, image_slugs, strict=True):
+            self.site.write(layout.input_asset(image_slug), drawing.input_png(image))
 
-    def _write(self, files: list[tuple[str, bytes]]) -> None:
-        for path, data in files:
-            self.site.write(path, data)
+    def _draw_layer(self, maps: np.ndarray, image_slugs: list[str], layer_slug: str) -> None:
+        pictures = drawing.feature_grid_pngs(maps, self.palette, self.scale)
+        for image_slug, picture in zip(image_slugs, pictures, strict=True):
+            self.site.write(layout.map_asset(layer_slug, image_slug), picture)
 
     def finish(self) -> None:
         while self.pending:
-            self._write(self.pending.popleft().result())
+            self.pending.popleft().result()
         if self.pool is not None:
             self.pool.shutdown()
 
     def cancel(self) -> None:
-        for future in self.pending:
-            future.cancel()
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
@@ -200,7 +201,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
     started = time.perf_counter()
     stage_seconds: dict[str, float] = {}
     generated_at = _generated_at()
-    lut = drawing.colormap_lut(options.colormap)
+    palette = drawing.colormap_palette(options.colormap)
     dataset = prepare_data(options, echo)
     check_target(options.out, [dataset.root])  # refuse a bad --out before minutes of training
     model, class_names, history, source = obtain_model(options, dataset, echo)
@@ -225,7 +226,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
     true_labels = np.array([r.label for r in test.images], dtype=np.int64)
 
     with SiteWriter(options.out, protected=[dataset.root]) as site:
-        drawer = _Drawer(site, options.jobs, lut, options.scale)
+        drawer = _Drawer(site, options.jobs, palette, options.scale)
         try:
             position = 0
             pass_started = time.perf_counter()
@@ -238,11 +239,11 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
                     paths = [r.path for r in batch.records]
                     for accumulator, layer_maps in zip(accumulators, maps, strict=True):
                         accumulator.update(layer_maps, labels, paths)
-                    for i in range(n):
-                        if position + i < drawn_images:
-                            drawer.submit(batch.images[i], image_slugs[position + i],
-                                          [(slug, m[i]) for slug, m in zip(layer_slugs, maps,
-                                                                            strict=True)])
+                    n_drawn = max(0, min(n, drawn_images - position))
+                    if n_drawn:
+                        drawer.submit_batch(
+                            batch.images[:n_drawn], image_slugs[position:position + n_drawn],
+                            [(slug, m[:n_drawn]) for slug, m in zip(layer_slugs, maps, strict=True)])
                     position += n
                     bar.update(n)
             drawer.finish()
@@ -266,7 +267,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
                     maps_ = [t.feature_map for t in channel.top]
                     low = min(0.0, min(float(m.min()) for m in maps_))
                     site.write(layout.atlas_asset(slug, channel.index),
-                               drawing.strip_png(maps_, low, max(channel.max, low), lut))
+                               drawing.strip_png(maps_, low, max(channel.max, low), palette))
         if history is not None:
             from reportgen.curves import learning_curve_svg
 

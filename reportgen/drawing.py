@@ -1,8 +1,8 @@
-"""Pixels: feature maps to colour grids, inputs to thumbnails, histories to curves.
+"""Pixels: feature maps to colour grids, inputs to thumbnails, atlas strips.
 
-Functions here take arrays and return PNG/SVG bytes; they never touch the disk.
-Colour comes from a 256-entry lookup table indexed by uint8 values, so drawing a
-grid is one fancy-indexing operation, not a matplotlib figure per map.
+Functions here take arrays and return PNG bytes; they never touch the disk.
+Colour comes from a colormap turned into a PNG palette: a grid is a reshape of
+uint8 levels, coloured by the PNG decoder, never a matplotlib figure per map.
 """
 
 from __future__ import annotations
@@ -15,16 +15,21 @@ import numpy as np
 from PIL import Image
 
 GRID_COLUMNS = 16  # the article draws 16 channels per row
+# Pictures are palette PNGs: one byte per pixel instead of three, so zlib has a third
+# of the work and files shrink (benchmarks/results.md). Indices 0..254 are the
+# colormap from its bottom to its top colour; 255 is the white gap between tiles.
+TOP_LEVEL = 254
+GAP_INDEX = 255
 GAP_RGB = (255, 255, 255)
-# zlib level 1: measured in `nox -s bench` (benchmarks/png_levels), the site grows a few percent
-# over level 6 and encoding is several times faster.
+# zlib level 1: measured in `nox -s bench` (PNG levels table), the site grows a few
+# percent over level 6 and encoding is several times faster.
 PNG_COMPRESS_LEVEL = 1
 SCALES = ("layer", "channel")
 
 
 @lru_cache(maxsize=8)
-def colormap_lut(name: str = "viridis") -> np.ndarray:
-    """(256, 3) uint8 colours of a matplotlib colormap."""
+def colormap_palette(name: str = "viridis") -> bytes:
+    """A 768-byte PNG palette: 255 colours of a matplotlib colormap, then the gap colour."""
     from matplotlib import colormaps
 
     try:
@@ -33,35 +38,39 @@ def colormap_lut(name: str = "viridis") -> np.ndarray:
         from reportgen.errors import UserError
 
         raise UserError(f"unknown colormap {name!r}; try viridis, magma, gray") from None
-    rgba = cmap(np.linspace(0.0, 1.0, 256))
-    return np.round(rgba[:, :3] * 255).astype(np.uint8)
+    rgba = cmap(np.linspace(0.0, 1.0, TOP_LEVEL + 1))
+    colours = np.round(rgba[:, :3] * 255).astype(np.uint8)
+    return colours.tobytes() + bytes(GAP_RGB)
 
 
-def layer_scale_indices(feature_maps: np.ndarray) -> np.ndarray:
-    """(h, w, c) float -> uint8, one linear scale for all channels from min(0, low) to high.
+def _to_levels(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    span = np.where(high > low, high - low, 1.0)
+    levels = (values - low) * (TOP_LEVEL / span) + 0.5
+    return np.clip(levels, 0, TOP_LEVEL).astype(np.uint8)
 
-    Zero stays at the bottom colour, so a channel that never fires looks dead, not grey.
+
+def layer_scale_levels(feature_maps: np.ndarray) -> np.ndarray:
+    """(n, h, w, c) float -> uint8 levels; per image one linear scale for all channels.
+
+    The scale runs from min(0, lowest value) to the highest, so zero stays at the
+    bottom colour and a channel that never fires looks dead, not grey.
     """
-    low = min(0.0, float(feature_maps.min()))
-    high = float(feature_maps.max())
-    if high <= low:
-        return np.zeros(feature_maps.shape, dtype=np.uint8)
-    scaled = (feature_maps - low) * (255.0 / (high - low))
-    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+    low = np.minimum(feature_maps.min(axis=(1, 2, 3), keepdims=True), 0.0)
+    high = feature_maps.max(axis=(1, 2, 3), keepdims=True)
+    return _to_levels(feature_maps, low, high)
 
 
-def channel_scale_indices(feature_maps: np.ndarray) -> np.ndarray:
-    """The article's (Chollet's) per-channel standardisation: mean 128, 64 per standard deviation."""
+def channel_scale_levels(feature_maps: np.ndarray) -> np.ndarray:
+    """The article's (Chollet's) per-channel standardisation: mean to the middle, 64 per std."""
     maps = feature_maps.astype(np.float32)
-    maps = maps - maps.mean(axis=(0, 1), keepdims=True)
-    std = maps.std(axis=(0, 1), keepdims=True)
+    maps = maps - maps.mean(axis=(1, 2), keepdims=True)
+    std = maps.std(axis=(1, 2), keepdims=True)
     maps = np.divide(maps, std, out=np.zeros_like(maps), where=std > 0)
-    return np.clip(maps * 64.0 + 128.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(maps * 64.0 + TOP_LEVEL // 2 + 0.5, 0, TOP_LEVEL).astype(np.uint8)
 
 
-def scale_indices(feature_maps: np.ndarray, scale: str) -> np.ndarray:
-    return layer_scale_indices(feature_maps) if scale == "layer" else \
-        channel_scale_indices(feature_maps)
+def scale_levels(feature_maps: np.ndarray, scale: str) -> np.ndarray:
+    return layer_scale_levels(feature_maps) if scale == "layer" else channel_scale_levels(feature_maps)
 
 
 def grid_shape(height: int, width: int, channels: int) -> tuple[int, int, int, int]:
@@ -71,38 +80,36 @@ def grid_shape(height: int, width: int, channels: int) -> tuple[int, int, int, i
     return rows, columns, rows * (height + 1) - 1, columns * (width + 1) - 1
 
 
-def channel_grid(indices: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """(h, w, c) uint8 colour indices -> (H, W, 3) uint8 image of all channels in a grid."""
-    height, width, channels = indices.shape
+def channel_grids(levels: np.ndarray) -> np.ndarray:
+    """(n, h, w, c) uint8 levels -> (n, H, W) palette indices: every channel in a grid."""
+    n, height, width, channels = levels.shape
     rows, columns, grid_height, grid_width = grid_shape(height, width, channels)
-    padded = np.zeros((height + 1, width + 1, rows * columns), dtype=np.uint8)
-    padded[:height, :width, :channels] = indices
-    # (h+1, w+1, rows, cols) -> (rows, h+1, cols, w+1): one reshape lays the tiles out.
-    tiles = padded.reshape(height + 1, width + 1, rows, columns).transpose(2, 0, 3, 1)
-    layout = tiles.reshape(rows * (height + 1), columns * (width + 1))[:grid_height, :grid_width]
-    rgb = lut[layout]
-    gap = np.ones((rows * (height + 1), columns * (width + 1)), dtype=bool)
-    gap_view = gap.reshape(rows, height + 1, columns, width + 1)
-    gap_view[:, :height, :, :width] = False
-    gap = gap[:grid_height, :grid_width]
-    # channel slots past the last channel in the final row are gap too
-    empty = rows * columns - channels
-    if empty:
-        gap[(rows - 1) * (height + 1):, (columns - empty) * (width + 1):] = True
-    rgb[gap] = GAP_RGB
-    return rgb
+    padded = np.full((n, height + 1, width + 1, rows * columns), GAP_INDEX, dtype=np.uint8)
+    padded[:, :height, :width, :channels] = levels
+    # (n, h+1, w+1, rows, cols) -> (n, rows, h+1, cols, w+1): one reshape lays the tiles out.
+    tiles = padded.reshape(n, height + 1, width + 1, rows, columns).transpose(0, 3, 1, 4, 2)
+    return tiles.reshape(n, rows * (height + 1), columns * (width + 1))[:, :grid_height, :grid_width]
 
 
-def encode_png(pixels: np.ndarray) -> bytes:
+def encode_png(pixels: np.ndarray, palette: bytes | None = None) -> bytes:
     """PNG bytes with fixed settings and no metadata, so the same pixels give the same bytes."""
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    if palette is not None:
+        image.putpalette(palette)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 
-def feature_grid_png(feature_maps: np.ndarray, lut: np.ndarray, scale: str = "layer") -> bytes:
-    """One PNG of every channel of one layer for one image."""
-    return encode_png(channel_grid(scale_indices(feature_maps, scale), lut))
+def feature_grid_pngs(feature_maps: np.ndarray, palette: bytes, scale: str = "layer") -> list[bytes]:
+    """One PNG per image of every channel of one layer, for a batch (n, h, w, c)."""
+    grids = channel_grids(scale_levels(feature_maps, scale))
+    return [encode_png(grid, palette) for grid in grids]
+
+
+def feature_grid_png(feature_maps: np.ndarray, palette: bytes, scale: str = "layer") -> bytes:
+    """One PNG of every channel of one layer (h, w, c) for one image."""
+    return feature_grid_pngs(feature_maps[np.newaxis], palette, scale)[0]
 
 
 def input_png(image: np.ndarray) -> bytes:
@@ -113,26 +120,12 @@ def input_png(image: np.ndarray) -> bytes:
     return encode_png(pixels)
 
 
-def strip_png(maps: list[np.ndarray], low: float, high: float, lut: np.ndarray) -> bytes:
+def strip_png(maps: list[np.ndarray], low: float, high: float, palette: bytes) -> bytes:
     """A row of 2-D maps on one shared scale (the atlas' top images of one channel)."""
-    height, width = maps[0].shape
-    stacked = np.stack(maps, axis=-1).astype(np.float32)
-    if high > low:
-        indices = np.clip((stacked - low) * (255.0 / (high - low)) + 0.5, 0, 255).astype(np.uint8)
-    else:
-        indices = np.zeros(stacked.shape, dtype=np.uint8)
-    padded = np.zeros((height, width + 1, len(maps)), dtype=np.uint8)
-    padded[:, :width] = indices
-    layout = padded.transpose(0, 2, 1).reshape(height, len(maps) * (width + 1))[:, :-1]
-    rgb = lut[layout]
-    rgb[:, width::width + 1] = GAP_RGB
-    return encode_png(rgb)
-
-
-def heatmap_png(values: np.ndarray, lut: np.ndarray) -> bytes:
-    """(rows, columns) non-negative values -> one pixel each, scaled to the global max."""
-    high = float(np.nanmax(values)) if np.isfinite(values).any() else 0.0
-    clean = np.nan_to_num(values, nan=0.0)
-    indices = np.zeros(values.shape, dtype=np.uint8) if high <= 0 else \
-        np.clip(clean / high * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return encode_png(lut[indices])
+    stacked = np.stack(maps, axis=-1).astype(np.float32)[np.newaxis, :, :, np.newaxis, :]
+    levels = _to_levels(stacked, np.float32(low), np.float32(high))[0, :, :, 0, :]
+    height, width, count = levels.shape
+    padded = np.full((height, width + 1, count), GAP_INDEX, dtype=np.uint8)
+    padded[:, :width] = levels
+    row = padded.transpose(0, 2, 1).reshape(height, count * (width + 1))[:, :-1]
+    return encode_png(row, palette)

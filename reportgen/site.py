@@ -99,6 +99,7 @@ class SiteWriter:
         self.bytes_written = 0
         self.files_written = 0
         self._made_dirs: set[str] = set()
+        self._count_lock = threading.Lock()  # write() is called from drawing threads
 
     def __enter__(self) -> SiteWriter:
         parent = self.target.parent
@@ -129,8 +130,9 @@ class SiteWriter:
             path.write_bytes(data)
         except OSError as error:
             raise UserError(self._explain(error)) from None
-        self.bytes_written += len(data)
-        self.files_written += 1
+        with self._count_lock:
+            self.bytes_written += len(data)
+            self.files_written += 1
 
     def _explain(self, error: OSError) -> str:
         if error.errno == errno.ENOSPC:

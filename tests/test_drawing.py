@@ -18,49 +18,65 @@ def decode(png: bytes) -> np.ndarray:
 
 
 def test_layer_scale_draws_a_dead_channel_in_the_bottom_colour():
-    maps = np.random.default_rng(0).random((5, 5, 3), dtype=np.float32)
+    maps = np.random.default_rng(0).random((1, 5, 5, 3), dtype=np.float32)
     maps[..., 1] = 0.0
-    indices = drawing.layer_scale_indices(maps)
-    assert (indices[..., 1] == 0).all()
-    assert indices.max() == 255
-    # the article's per-channel standardisation turns the same dead channel into mid-grey
-    assert (drawing.channel_scale_indices(maps)[..., 1] == 128).all()
+    levels = drawing.layer_scale_levels(maps)
+    assert (levels[..., 1] == 0).all()
+    assert levels.max() == drawing.TOP_LEVEL
+    # the article's per-channel standardisation turns the same dead channel into the middle colour
+    assert (drawing.channel_scale_levels(maps)[..., 1] == drawing.TOP_LEVEL // 2).all()
 
 
 def test_layer_scale_keeps_negative_values_below_zero():
-    maps = np.array([-1.0, 0.0, 1.0], dtype=np.float32).reshape(1, 3, 1)
-    assert drawing.layer_scale_indices(maps).ravel().tolist() == [0, 128, 255]
+    maps = np.array([-1.0, 0.0, 1.0], dtype=np.float32).reshape(1, 1, 3, 1)
+    assert drawing.layer_scale_levels(maps).ravel().tolist() == [0, 127, 254]
+
+
+def test_each_image_of_a_batch_gets_its_own_scale():
+    maps = np.stack([np.full((2, 2, 1), 1.0), np.full((2, 2, 1), 100.0)]).astype(np.float32)
+    maps[:, 0, 0, 0] = 0.0
+    levels = drawing.layer_scale_levels(maps)
+    assert levels[0, 1, 1, 0] == levels[1, 1, 1, 0] == drawing.TOP_LEVEL
 
 
 def test_all_zero_layer_is_all_bottom_colour():
-    assert (drawing.layer_scale_indices(np.zeros((2, 2, 4), np.float32)) == 0).all()
+    assert (drawing.layer_scale_levels(np.zeros((1, 2, 2, 4), np.float32)) == 0).all()
 
 
 def test_channel_grid_places_every_channel():
     height, width, channels = 3, 2, 20
-    indices = np.arange(channels, dtype=np.uint8)[None, None, :].repeat(height, 0).repeat(width, 1)
-    lut = np.stack([np.arange(256)] * 3, axis=1).astype(np.uint8)  # grey ramp: colour == index
-    grid = drawing.channel_grid(indices, lut)
+    levels = np.arange(channels, dtype=np.uint8)[None, None, None, :].repeat(height, 1).repeat(width, 2)
+    grid = drawing.channel_grids(levels)[0]
     rows, columns, grid_height, grid_width = drawing.grid_shape(height, width, channels)
     assert (rows, columns) == (2, 16)
-    assert grid.shape == (grid_height, grid_width, 3) == (7, 47, 3)
+    assert grid.shape == (grid_height, grid_width) == (7, 47)
     for channel in range(channels):
         row, column = divmod(channel, columns)
         tile = grid[row * (height + 1): row * (height + 1) + height,
-                    column * (width + 1): column * (width + 1) + width, 0]
+                    column * (width + 1): column * (width + 1) + width]
         assert (tile == channel).all(), channel
-    # the gap after the last channel is background, not a repeated tile
-    assert (grid[4:, 4 * 3:, :] == 255).all()
+    assert (grid[3, :] == drawing.GAP_INDEX).all()  # the gap between rows
+    # the slots after the last channel are background, not a repeated tile
+    assert (grid[4:, 4 * 3:] == drawing.GAP_INDEX).all()
 
 
-def test_png_bytes_are_deterministic_and_decode_to_the_pixels():
+def test_png_bytes_are_deterministic_and_decode_to_the_colours():
     maps = np.random.default_rng(1).random((6, 6, 4), dtype=np.float32)
-    lut = drawing.colormap_lut("viridis")
-    first = drawing.feature_grid_png(maps, lut)
-    assert first == drawing.feature_grid_png(maps, lut)
-    np.testing.assert_array_equal(decode(first), drawing.channel_grid(
-        drawing.layer_scale_indices(maps), lut))
+    palette = drawing.colormap_palette("viridis")
+    first = drawing.feature_grid_png(maps, palette)
+    assert first == drawing.feature_grid_png(maps, palette)
+    colours = np.frombuffer(palette, dtype=np.uint8).reshape(256, 3)
+    expected = colours[drawing.channel_grids(drawing.layer_scale_levels(maps[np.newaxis]))[0]]
+    np.testing.assert_array_equal(decode(first), expected)
     assert b"tIME" not in first and b"tEXt" not in first
+    assert tuple(colours[drawing.GAP_INDEX]) == drawing.GAP_RGB
+
+
+def test_batch_and_single_pictures_agree():
+    maps = np.random.default_rng(2).random((3, 4, 4, 5), dtype=np.float32)
+    palette = drawing.colormap_palette("magma")
+    assert drawing.feature_grid_pngs(maps, palette) == [drawing.feature_grid_png(m, palette)
+                                                         for m in maps]
 
 
 def test_input_png_keeps_grayscale_and_rgb():
@@ -72,18 +88,19 @@ def test_input_png_keeps_grayscale_and_rgb():
 
 
 def test_strip_shares_one_scale():
-    lut = np.stack([np.arange(256)] * 3, axis=1).astype(np.uint8)
+    grey = bytes(np.repeat(np.arange(256, dtype=np.uint8), 3))  # colour == level
     maps = [np.full((2, 2), 1.0, np.float32), np.full((2, 2), 2.0, np.float32)]
-    strip = decode(drawing.strip_png(maps, 0.0, 2.0, lut))
+    strip = decode(drawing.strip_png(maps, 0.0, 2.0, grey))
     assert strip.shape == (2, 5, 3)
-    assert strip[0, 0, 0] == 128 and strip[0, 3, 0] == 255 and strip[0, 2, 0] == 255
+    assert strip[0, 0, 0] == 127 and strip[0, 3, 0] == drawing.TOP_LEVEL
+    assert strip[0, 2, 0] == drawing.GAP_INDEX
 
 
 def test_unknown_colormap_is_a_user_error():
     from reportgen.errors import UserError
 
     with pytest.raises(UserError, match="colormap"):
-        drawing.colormap_lut("no-such-map")
+        drawing.colormap_palette("no-such-map")
 
 
 def test_learning_curves_are_deterministic_svg():

@@ -313,19 +313,20 @@ def _fail_rendering_after(count: int, monkeypatch) -> None:
 def _fail_drawing_after(count: int, monkeypatch) -> None:
     import reportgen.drawing
 
-    real, calls = reportgen.drawing.feature_grid_png, itertools.count()
+    real, calls = reportgen.drawing.feature_grid_pngs, itertools.count()
 
     def failing(*args, **kwargs):
         if next(calls) >= count:
             raise RuntimeError("drawing failed on purpose")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(reportgen.drawing, "feature_grid_png", failing)
+    monkeypatch.setattr(reportgen.drawing, "feature_grid_pngs", failing)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sabotage", [_fail_rendering_after, _fail_drawing_after])
-def test_a_failed_build_leaves_the_old_site_as_it_was(sabotage, small_site, small_dataset,
+# Rendering fails after 20 pages; drawing after 5 of a batch's 12 layer tasks.
+@pytest.mark.parametrize(("sabotage", "count"), [(_fail_rendering_after, 20), (_fail_drawing_after, 5)])
+def test_a_failed_build_leaves_the_old_site_as_it_was(sabotage, count, small_site, small_dataset,
                                                       small_model, tmp_path, monkeypatch):
     from reportgen.build import BuildOptions, build
 
@@ -335,7 +336,7 @@ def test_a_failed_build_leaves_the_old_site_as_it_was(sabotage, small_site, smal
     options = BuildOptions(data=small_dataset, out=site, model_path=small_model,
                            images_per_page=4, jobs=2)
     with monkeypatch.context() as patch:
-        sabotage(20, patch)
+        sabotage(count, patch)
         with pytest.raises(RuntimeError, match="failed on purpose"):
             build(options, echo=lambda line: None)
     assert browser.read_tree(site) == before
