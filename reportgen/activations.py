@@ -23,10 +23,12 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 # Keras has no public name for "a model built from a graph"; we need it to replay one.
-from keras.src.models.functional import Functional  # noqa: E402  (after the quiet import)
-
 from reportgen.errors import UserError
 from reportgen.keras_import import keras
+
+# isort: split
+# After the quiet import above, so TensorFlow's start-up noise stays silenced.
+from keras.src.models.functional import Functional
 
 PATHS_SHOWN_IN_ERRORS = 8
 

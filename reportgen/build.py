@@ -89,7 +89,8 @@ def prepare_data(options: BuildOptions, echo: Callable[[str], None] = _echo) -> 
 
         count = shapes.generate(options.data)
         echo(f"Drew the bundled shapes dataset: {count} images in {options.data}")
-    dataset = scan_dataset(options.data, require_train=options.model_path is None)
+    training = options.model_path is None
+    dataset = scan_dataset(options.data, require_train=training, scan_train=training)
     for skipped in dataset.skipped:
         echo(f"skipped {skipped.path}: {skipped.reason}")
     if options.strict and dataset.skipped:
@@ -151,13 +152,14 @@ def _check_classes(loaded, dataset: Dataset, path: Path) -> tuple[str, ...]:
     return dataset.class_names
 
 
-class _Drawer:
+class _Workers:
     """Draws, encodes and writes pictures in worker threads, overlapped with the forward pass.
 
     Each task is one layer (or the inputs) of one batch. NumPy's array work, zlib
-    inside Pillow's PNG encoder and file writes release the GIL, so threads use
-    every core without copying feature maps between processes. At most about two
-    batches are in flight, so memory does not grow with the number of images.
+    inside Pillow's PNG encoder and file writes release the GIL, so threads overlap
+    them with TensorFlow without copying feature maps between processes. Pending
+    tasks are bounded, so memory does not grow with the number of images. (Pages
+    are written from the main thread: handing them to threads measured slower.)
     """
 
     def __init__(self, site: SiteWriter, jobs: int, palette: bytes, scale: str):
@@ -165,17 +167,21 @@ class _Drawer:
         self.pool = ThreadPoolExecutor(max_workers=jobs) if jobs > 1 else None
         self.pending: deque[Future] = deque()
 
-    def submit_batch(self, images: np.ndarray, image_slugs: list[str],
-                     layer_maps: list[tuple[str, np.ndarray]]) -> None:
-        tasks = [(self._draw_inputs, images, image_slugs)]
-        tasks += [(self._draw_layer, maps, image_slugs, slug) for slug, maps in layer_maps]
+    def _submit(self, tasks: list[tuple], max_pending: int) -> None:
         if self.pool is None:
             for function, *args in tasks:
                 function(*args)
             return
-        while len(self.pending) > len(tasks):
+        while len(self.pending) > max_pending:
             self.pending.popleft().result()
         self.pending.extend(self.pool.submit(*task) for task in tasks)
+
+    def draw_batch(self, images: np.ndarray, image_slugs: list[str],
+                   layer_maps: list[tuple[str, np.ndarray]]) -> None:
+        """Inputs and every layer's grids of one batch; about two batches stay in flight."""
+        tasks = [(self._draw_inputs, images, image_slugs)]
+        tasks += [(self._draw_layer, maps, image_slugs, slug) for slug, maps in layer_maps]
+        self._submit(tasks, max_pending=len(tasks))
 
     def _draw_inputs(self, images: np.ndarray, image_slugs: list[str]) -> None:
         for image, image_slug in zip(images, image_slugs, strict=True):
@@ -186,15 +192,72 @@ class _Drawer:
         for image_slug, picture in zip(image_slugs, pictures, strict=True):
             self.site.write(layout.map_asset(layer_slug, image_slug), picture)
 
-    def finish(self) -> None:
+    def drain(self) -> None:
+        """Wait for every task; a task's exception is raised here."""
         while self.pending:
             self.pending.popleft().result()
-        if self.pool is not None:
-            self.pool.shutdown()
 
-    def cancel(self) -> None:
+    def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _Pass:
+    """What one streamed pass over the test images leaves behind."""
+
+    probabilities: np.ndarray
+    accumulators: list
+
+
+def _stream_test_images(probe, test, spec, class_count: int, image_slugs: list[str],
+                        layer_slugs: list[str], drawn_images: int, workers: _Workers) -> _Pass:
+    """Predictions, statistics and pictures from one forward pass per batch."""
+    from reportgen.activations import stream
+    from reportgen.stats import LayerStatsAccumulator
+
+    n_images = len(test.images)
+    probabilities = np.zeros((n_images, class_count), dtype=np.float32)
+    true_labels = np.array([r.label for r in test.images], dtype=np.int64)
+    accumulators = [LayerStatsAccumulator(layer.output_shape[2], class_count)
+                    for layer in probe.layers]
+    position = 0
+    with click.progressbar(length=n_images, label="Reading test images", file=sys.stderr) as bar:
+        for batch, probs, maps in stream(probe, iter_batches(test, spec, INFERENCE_BATCH)):
+            n = len(batch.records)
+            probabilities[position:position + n] = probs
+            paths = [r.path for r in batch.records]
+            for accumulator, layer_maps in zip(accumulators, maps, strict=True):
+                accumulator.update(layer_maps, true_labels[position:position + n], paths)
+            n_drawn = max(0, min(n, drawn_images - position))
+            if n_drawn:
+                workers.draw_batch(
+                    batch.images[:n_drawn], image_slugs[position:position + n_drawn],
+                    [(slug, m[:n_drawn]) for slug, m in zip(layer_slugs, maps, strict=True)])
+            position += n
+            bar.update(n)
+    return _Pass(probabilities, accumulators)
+
+
+def _layer_entries(probe, layer_slugs: list[str], accumulators: list, palette: bytes,
+                   site: SiteWriter) -> list[LayerEntry]:
+    """Each layer's statistics, and its atlas strips written on the way."""
+    layers = []
+    for index, (layer, slug, accumulator) in enumerate(
+            zip(probe.layers, layer_slugs, accumulators, strict=True)):
+        stats = accumulator.result()
+        height, width, channels = layer.output_shape
+        _, _, grid_height, grid_width = drawing.grid_shape(height, width, channels)
+        layers.append(LayerEntry(index=index, path=layer.path, slug=slug,
+                                 type_name=layer.type_name, output_shape=layer.output_shape,
+                                 grid_size_px=(grid_width, grid_height), stats=stats))
+        for channel in stats.channels:
+            if channel.top and not channel.dead:
+                maps = [t.feature_map for t in channel.top]
+                low = min(0.0, min(float(m.min()) for m in maps))
+                site.write(layout.atlas_asset(slug, channel.index),
+                              drawing.strip_png(maps, low, max(channel.max, low), palette))
+    return layers
 
 
 def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildResult:
@@ -207,10 +270,10 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
     model, class_names, history, source = obtain_model(options, dataset, echo)
     stage_seconds["model"] = time.perf_counter() - started
 
-    from reportgen.activations import ActivationProbe, stream
+    from reportgen.activations import ActivationProbe
     from reportgen.model import input_spec
+    from reportgen.render import render_site
     from reportgen.report import model_info
-    from reportgen.stats import LayerStatsAccumulator
 
     spec = input_spec(model)
     probe = ActivationProbe(model, list(options.layer_patterns) or None)
@@ -220,89 +283,53 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
         min(n_images, options.max_gallery_images)
     image_slugs = _unique_slugs([r.path for r in test.images])
     layer_slugs = _unique_slugs([layer.path for layer in probe.layers], slug=layer_slug)
-    accumulators = [LayerStatsAccumulator(layer.output_shape[2], len(class_names))
-                    for layer in probe.layers]
-    probabilities = np.zeros((n_images, len(class_names)), dtype=np.float32)
     true_labels = np.array([r.label for r in test.images], dtype=np.int64)
 
     with SiteWriter(options.out, protected=[dataset.root]) as site:
-        drawer = _Drawer(site, options.jobs, palette, options.scale)
+        workers = _Workers(site, options.jobs, palette, options.scale)
         try:
-            position = 0
             pass_started = time.perf_counter()
-            with click.progressbar(length=n_images, label="Reading test images",
-                                   file=sys.stderr) as bar:
-                for batch, probs, maps in stream(probe, iter_batches(test, spec, INFERENCE_BATCH)):
-                    n = len(batch.records)
-                    probabilities[position:position + n] = probs
-                    labels = true_labels[position:position + n]
-                    paths = [r.path for r in batch.records]
-                    for accumulator, layer_maps in zip(accumulators, maps, strict=True):
-                        accumulator.update(layer_maps, labels, paths)
-                    n_drawn = max(0, min(n, drawn_images - position))
-                    if n_drawn:
-                        drawer.submit_batch(
-                            batch.images[:n_drawn], image_slugs[position:position + n_drawn],
-                            [(slug, m[:n_drawn]) for slug, m in zip(layer_slugs, maps, strict=True)])
-                    position += n
-                    bar.update(n)
-            drawer.finish()
-        except BaseException:
-            drawer.cancel()
-            raise
-        stage_seconds["pass"] = time.perf_counter() - pass_started
+            streamed = _stream_test_images(probe, test, spec, len(class_names), image_slugs,
+                                           layer_slugs, drawn_images, workers)
+            workers.drain()
+            stage_seconds["pass"] = time.perf_counter() - pass_started
 
-        render_started = time.perf_counter()
-        layers = []
-        for index, (layer, slug, accumulator) in enumerate(
-                zip(probe.layers, layer_slugs, accumulators, strict=True)):
-            stats = accumulator.result()
-            height, width, channels = layer.output_shape
-            _, _, grid_height, grid_width = drawing.grid_shape(height, width, channels)
-            layers.append(LayerEntry(index=index, path=layer.path, slug=slug,
-                                     type_name=layer.type_name, output_shape=layer.output_shape,
-                                     grid_size_px=(grid_width, grid_height), stats=stats))
-            for channel in stats.channels:
-                if channel.top and not channel.dead:
-                    maps_ = [t.feature_map for t in channel.top]
-                    low = min(0.0, min(float(m.min()) for m in maps_))
-                    site.write(layout.atlas_asset(slug, channel.index),
-                               drawing.strip_png(maps_, low, max(channel.max, low), palette))
-        if history is not None:
-            from reportgen.curves import learning_curve_svg
+            render_started = time.perf_counter()
+            layers = _layer_entries(probe, layer_slugs, streamed.accumulators, palette, site)
+            if history is not None:
+                from reportgen.curves import learning_curve_svg
 
-            for metric in ("accuracy", "loss"):
-                site.write(layout.curve_asset(metric), learning_curve_svg(history, metric))
-
-        warnings = _warnings(dataset, drawn_images, n_images)
-        images = images_from_predictions([r.path for r in test.images], image_slugs,
-                                         true_labels, probabilities)
-        metrics = compute_metrics(true_labels, probabilities.argmax(axis=1), len(class_names))
-        report = Report(
-            title=options.title or f"{model.name} on {dataset.root.name}",
-            class_names=tuple(class_names),
-            class_slugs=tuple(_unique_slugs(list(class_names))),
-            model=model_info(model, source),
-            images=images,
-            layers=tuple(layers),
-            metrics=metrics,
-            history=history,
-            validation=history.validation if history else "unknown (no training history)",
-            data_name=dataset.root.name,
-            skipped=dataset.skipped,
-            empty_classes=tuple(sorted(set(test.empty_classes))),
-            scale=options.scale,
-            colormap=options.colormap,
-            images_per_page=options.images_per_page,
-            drawn_images=drawn_images,
-            generated_at=generated_at,
-            reportgen_version=__version__,
-            warnings=warnings,
-        )
-        from reportgen.render import render_site
-
-        for path, data in render_site(report):
-            site.write(path, data)
+                for metric in ("accuracy", "loss"):
+                    site.write(layout.curve_asset(metric), learning_curve_svg(history, metric))
+            predicted = streamed.probabilities.argmax(axis=1)
+            metrics = compute_metrics(true_labels, predicted, len(class_names))
+            warnings = _warnings(dataset, drawn_images, n_images)
+            report = Report(
+                title=options.title or f"{model.name} on {dataset.root.name}",
+                class_names=tuple(class_names),
+                class_slugs=tuple(_unique_slugs(list(class_names))),
+                model=model_info(model, source),
+                images=images_from_predictions([r.path for r in test.images], image_slugs,
+                                               true_labels, streamed.probabilities),
+                layers=tuple(layers),
+                metrics=metrics,
+                history=history,
+                validation=history.validation if history else "unknown (no training history)",
+                data_name=dataset.root.name,
+                skipped=dataset.skipped,
+                empty_classes=tuple(sorted(set(test.empty_classes))),
+                scale=options.scale,
+                colormap=options.colormap,
+                images_per_page=options.images_per_page,
+                drawn_images=drawn_images,
+                generated_at=generated_at,
+                reportgen_version=__version__,
+                warnings=warnings,
+            )
+            for path, data in render_site(report):
+                site.write(path, data)
+        finally:
+            workers.close()
         stage_seconds["render"] = time.perf_counter() - render_started
         files, size = site.files_written, site.bytes_written
     for warning in warnings:

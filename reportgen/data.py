@@ -106,8 +106,12 @@ class _Unusable(Exception):
 # --- Scanning folders -------------------------------------------------------
 
 
-def scan_dataset(root: Path, *, require_train: bool = False) -> Dataset:
-    """Scan ``root/training_set`` (optional unless require_train) and ``root/test_set``."""
+def scan_dataset(root: Path, *, require_train: bool = False, scan_train: bool = True) -> Dataset:
+    """Scan ``root/training_set`` (optional unless require_train) and ``root/test_set``.
+
+    scan_train=False skips training_set/ altogether: a report on a given model
+    reads only the test images.
+    """
     root = Path(root)
     if not root.exists():
         raise UserError(f"Data folder {root} does not exist.")
@@ -119,7 +123,8 @@ def scan_dataset(root: Path, *, require_train: bool = False) -> Dataset:
     if require_train and not train_root.is_dir():
         raise UserError(f"Data folder {root} has no {TRAIN_FOLDER}/ folder of class folders.")
 
-    train = scan_split(train_root, relative_to=root) if train_root.is_dir() else None
+    train = scan_split(train_root, relative_to=root) \
+        if train_root.is_dir() and (scan_train or require_train) else None
     if train is not None:
         _require_same_classes(_class_folders(test_root), train.class_names, test_root,
                               expected_from=f"{TRAIN_FOLDER}/")
