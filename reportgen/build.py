@@ -33,6 +33,8 @@ from reportgen.report import LayerEntry, Report, images_from_predictions, layer_
 from reportgen.site import SiteWriter, check_target
 
 GITHUB_PAGES_LIMIT_BYTES = 1_000_000_000
+# Pages and report.json add about half again to the pictures (benchmarks/results.md, 9,000 images).
+SITE_BYTES_PER_PICTURE_BYTE = 1.5
 INFERENCE_BATCH = 64
 
 
@@ -210,8 +212,19 @@ class _Pass:
     accumulators: list
 
 
+def _warn_if_too_big(workers: _Workers, images_drawn: int, drawn_images: int,
+                     echo: Callable[[str], None]) -> None:
+    """After the first batch, estimate the whole site: say so early if it will not fit on Pages."""
+    workers.drain()
+    estimate = workers.site.bytes_written / images_drawn * drawn_images * SITE_BYTES_PER_PICTURE_BYTE
+    if estimate > GITHUB_PAGES_LIMIT_BYTES:
+        echo(f"warning: this site will be about {estimate / 1e9:.1f} GB, over GitHub Pages' 1 GB "
+             "limit; --max-gallery-images N draws feature maps for the first N images only")
+
+
 def _stream_test_images(probe, test, spec, class_count: int, image_slugs: list[str],
-                        layer_slugs: list[str], drawn_images: int, workers: _Workers) -> _Pass:
+                        layer_slugs: list[str], drawn_images: int, workers: _Workers,
+                        echo: Callable[[str], None]) -> _Pass:
     """Predictions, statistics and pictures from one forward pass per batch."""
     from reportgen.activations import stream
     from reportgen.stats import LayerStatsAccumulator
@@ -234,6 +247,8 @@ def _stream_test_images(probe, test, spec, class_count: int, image_slugs: list[s
                 workers.draw_batch(
                     batch.images[:n_drawn], image_slugs[position:position + n_drawn],
                     [(slug, m[:n_drawn]) for slug, m in zip(layer_slugs, maps, strict=True)])
+            if position == 0 and n_drawn:
+                _warn_if_too_big(workers, n_drawn, drawn_images, echo)
             position += n
             bar.update(n)
     return _Pass(probabilities, accumulators)
@@ -290,7 +305,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
         try:
             pass_started = time.perf_counter()
             streamed = _stream_test_images(probe, test, spec, len(class_names), image_slugs,
-                                           layer_slugs, drawn_images, workers)
+                                           layer_slugs, drawn_images, workers, echo)
             workers.drain()
             stage_seconds["pass"] = time.perf_counter() - pass_started
 
@@ -336,7 +351,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
         echo(f"warning: {warning}")
     if size > GITHUB_PAGES_LIMIT_BYTES:
         echo(f"warning: the site is {size / 1e9:.2f} GB, over GitHub Pages' 1 GB limit; "
-             "--max-gallery-images limits how many images get feature maps")
+             "--max-gallery-images N draws feature maps for the first N images only")
     return BuildResult(site=site.target, files=files, bytes=size,
                        seconds=time.perf_counter() - started, accuracy=metrics.accuracy,
                        warnings=warnings, stage_seconds=stage_seconds)

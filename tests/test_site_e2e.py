@@ -490,3 +490,25 @@ def test_out_accepts_a_new_or_empty_folder_and_its_own_site(small_dataset, tmp_p
     (ours / ".reportgen-site").write_text("This folder was written by reportgen.\n")
     for folder in (tmp_path / "new", empty, ours):
         assert check_target(folder, [small_dataset]) == folder.resolve()
+
+
+def test_a_site_too_big_for_github_pages_is_announced_early(small_dataset, small_model, tmp_path,
+                                                            monkeypatch):
+    from reportgen import build as build_module
+
+    monkeypatch.setattr(build_module, "GITHUB_PAGES_LIMIT_BYTES", 10_000)
+    log: list[str] = []
+    options = build_module.BuildOptions(data=small_dataset, out=tmp_path / "site",
+                                        model_path=small_model, jobs=2)
+    build_module.build(options, echo=log.append)
+    pages_warnings = [line for line in log if "GitHub Pages" in line]
+    assert len(pages_warnings) == 2  # an estimate after the first batch, the real size at the end
+    assert "will be about" in pages_warnings[0] and "--max-gallery-images" in pages_warnings[0]
+    log.clear()
+    build_module.build(build_module.BuildOptions(data=small_dataset, out=tmp_path / "site",
+                                                 model_path=small_model, jobs=2,
+                                                 max_gallery_images=1), echo=log.append)
+    report = read_report(tmp_path / "site")
+    assert report["drawing"]["drawn_images"] == 1
+    assert len(list((tmp_path / "site" / "assets" / "maps").rglob("*.png"))) == len(
+        report["feature_layers"])
