@@ -26,7 +26,7 @@ import numpy as np
 from reportgen import __version__, drawing, layout
 from reportgen.data import Dataset, iter_batches, scan_dataset
 from reportgen.errors import UserError
-from reportgen.history import History, read_history
+from reportgen.history import read_history
 from reportgen.metrics import compute_metrics
 from reportgen.options import TrainOptions
 from reportgen.report import LayerEntry, Report, images_from_predictions, layer_slug, slugify
@@ -378,4 +378,4 @@ def _warnings(dataset: Dataset, drawn_images: int, n_images: int) -> tuple[str, 
     return tuple(warnings)
 
 
-__all__ = ["BuildOptions", "BuildResult", "build", "History"]
+__all__ = ["BuildOptions", "BuildResult", "build"]
