@@ -222,16 +222,15 @@ def _warn_if_too_big(workers: _Workers, images_drawn: int, drawn_images: int,
              "limit; --max-gallery-images N draws feature maps for the first N images only")
 
 
-def _stream_test_images(probe, test, spec, class_count: int, image_slugs: list[str],
-                        layer_slugs: list[str], drawn_images: int, workers: _Workers,
-                        echo: Callable[[str], None]) -> _Pass:
+def _stream_test_images(probe, test, spec, true_labels: np.ndarray, class_count: int,
+                        image_slugs: list[str], layer_slugs: list[str], drawn_images: int,
+                        workers: _Workers, echo: Callable[[str], None]) -> _Pass:
     """Predictions, statistics and pictures from one forward pass per batch."""
     from reportgen.activations import stream
     from reportgen.stats import LayerStatsAccumulator
 
     n_images = len(test.images)
     probabilities = np.zeros((n_images, class_count), dtype=np.float32)
-    true_labels = np.array([r.label for r in test.images], dtype=np.int64)
     accumulators = [LayerStatsAccumulator(layer.output_shape[2], class_count)
                     for layer in probe.layers]
     position = 0
@@ -304,8 +303,8 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
         workers = _Workers(site, options.jobs, palette, options.scale)
         try:
             pass_started = time.perf_counter()
-            streamed = _stream_test_images(probe, test, spec, len(class_names), image_slugs,
-                                           layer_slugs, drawn_images, workers, echo)
+            streamed = _stream_test_images(probe, test, spec, true_labels, len(class_names),
+                                           image_slugs, layer_slugs, drawn_images, workers, echo)
             workers.drain()
             stage_seconds["pass"] = time.perf_counter() - pass_started
 
