@@ -104,8 +104,9 @@ class Views:
 
     def grid(self, layer: LayerEntry, image: ImageEntry) -> dict:
         width, height = layer.grid_size_px
-        scale = integer_scale(MAP_TILE_TARGET_PX, layer.output_shape[1], GRID_MAX_WIDTH_PX)
-        scale = max(1, min(scale, GRID_MAX_WIDTH_PX // width))
+        # Tiles about MAP_TILE_TARGET_PX wide, as long as the whole grid fits GRID_MAX_WIDTH_PX.
+        scale = max(1, min(integer_scale(MAP_TILE_TARGET_PX, layer.output_shape[1]),
+                           GRID_MAX_WIDTH_PX // width))
         return {
             "src": layout.map_asset(layer.slug, image.slug),
             "width": width * scale,
@@ -122,9 +123,6 @@ class Views:
         return (f"Colour ({self.report.colormap}): each channel standardised on its own (mean to "
                 "the middle colour, 64 levels per standard deviation), as in Chollet's book; "
                 "brightness cannot be compared between channels.")
-
-    def validation_text(self) -> str:
-        return self.report.validation
 
 
 def _pager(layer_slug: str, number: int, total: int) -> dict:
@@ -298,9 +296,9 @@ def image_view(report: Report, views: Views, image: ImageEntry, previous: ImageE
     height, width = views.input_size
     scale = integer_scale(IMAGE_PAGE_TARGET_PX, max(height, width))
     drawn = image.index < report.drawn_images
+    page = layout.page_of(image.index, report.images_per_page)
     layers = []
     for layer in report.layers:
-        page = layout.page_of(image.index, report.images_per_page)
         layers.append({
             "anchor": f"layer-{layer.slug}",
             "href": layout.layer_page(layer.slug, page) + f"#img-{image.slug}" if drawn
