@@ -47,6 +47,8 @@ class BuildOptions:
     model_cache: Path = Path("output/model/model.keras")
     retrain: bool = False
     trust_model: bool = False
+    preprocess: str = "auto"  # reportgen.inputs.PREPROCESS_CHOICES
+    resize: str = "stretch"  # reportgen.data.RESIZE_METHODS
     layer_patterns: tuple[str, ...] = ()
     scale: str = "layer"
     colormap: str = "viridis"
@@ -57,6 +59,15 @@ class BuildOptions:
     title: str | None = None
     generate_missing_data: bool = False
     train: TrainOptions = field(default_factory=TrainOptions)
+
+
+@dataclass(frozen=True)
+class ObtainedModel:
+    model: object  # keras.Model
+    class_names: tuple[str, ...]
+    history: object  # History | None
+    source: str  # "trained by reportgen" or the model file's name
+    sidecar: dict | None  # what reportgen recorded when it trained the model
 
 
 @dataclass(frozen=True)
@@ -113,8 +124,9 @@ def data_fingerprint(dataset: Dataset, train_options) -> str:
     return digest.hexdigest()
 
 
-def obtain_model(options: BuildOptions, dataset: Dataset, echo: Callable[[str], None] = _echo):
-    """(model, class names, history, source) from --model, the cache, or a fresh training run."""
+def obtain_model(options: BuildOptions, dataset: Dataset,
+                 echo: Callable[[str], None] = _echo) -> ObtainedModel:
+    """The model from --model, the cache, or a fresh training run."""
     from reportgen import model as model_stage
 
     if options.model_path is not None:
@@ -123,7 +135,8 @@ def obtain_model(options: BuildOptions, dataset: Dataset, echo: Callable[[str], 
         if options.history_path is not None:
             history = read_history(options.history_path)
         class_names = _check_classes(loaded, dataset, options.model_path)
-        return loaded.model, class_names, history, options.model_path.name
+        return ObtainedModel(loaded.model, class_names, history, options.model_path.name,
+                             loaded.sidecar)
     fingerprint = data_fingerprint(dataset, options.train)
     cache = options.model_cache
     sidecar = model_stage.read_sidecar(cache) if cache.exists() else None
@@ -131,14 +144,16 @@ def obtain_model(options: BuildOptions, dataset: Dataset, echo: Callable[[str], 
         echo(f"Reusing the model trained earlier on the same data and options: {cache} "
              "(--retrain trains a new one)")
         loaded = model_stage.load_with_sidecar(cache)
-        return loaded.model, loaded.class_names, loaded.history, "trained by reportgen"
+        return ObtainedModel(loaded.model, loaded.class_names, loaded.history,
+                             "trained by reportgen", loaded.sidecar)
     echo(f"Training the article's CNN on {dataset.root} ({len(dataset.train.images)} images, "
          f"{options.train.epochs} epochs of {options.train.steps_per_epoch} steps)")
     trained, history = model_stage.train(dataset, options.train, report=echo)
     model_stage.save(trained, history, dataset.class_names, options.train, cache, fingerprint)
     echo(f"Best epoch {history.best_epoch}: validation accuracy "
          f"{max(history.val_accuracy):.4f}; model saved to {cache}")
-    return trained, dataset.class_names, history, "trained by reportgen"
+    return ObtainedModel(trained, dataset.class_names, history, "trained by reportgen",
+                         model_stage.read_sidecar(cache))
 
 
 def _check_classes(loaded, dataset: Dataset, path: Path) -> tuple[str, ...]:
@@ -222,7 +237,7 @@ def _warn_if_too_big(workers: _Workers, images_drawn: int, drawn_images: int,
              "limit; --max-gallery-images N draws feature maps for the first N images only")
 
 
-def _stream_test_images(probe, test, spec, true_labels: np.ndarray, class_count: int,
+def _stream_test_images(probe, test, contract, true_labels: np.ndarray, class_count: int,
                         image_slugs: list[str], layer_slugs: list[str], drawn_images: int,
                         workers: _Workers, echo: Callable[[str], None]) -> _Pass:
     """Predictions, statistics and pictures from one forward pass per batch."""
@@ -235,7 +250,8 @@ def _stream_test_images(probe, test, spec, true_labels: np.ndarray, class_count:
                     for layer in probe.layers]
     position = 0
     with click.progressbar(length=n_images, label="Reading test images", file=sys.stderr) as bar:
-        for batch, probs, maps in stream(probe, iter_batches(test, spec, INFERENCE_BATCH)):
+        batches = iter_batches(test, contract.spec, INFERENCE_BATCH)
+        for batch, probs, maps in stream(probe, batches, contract.prepare):
             n = len(batch.records)
             probabilities[position:position + n] = probs
             paths = [r.path for r in batch.records]
@@ -281,15 +297,17 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
     palette = drawing.colormap_palette(options.colormap)
     dataset = prepare_data(options, echo)
     check_target(options.out, [dataset.root])  # refuse a bad --out before minutes of training
-    model, class_names, history, source = obtain_model(options, dataset, echo)
+    obtained = obtain_model(options, dataset, echo)
+    model, class_names, history = obtained.model, obtained.class_names, obtained.history
     stage_seconds["model"] = time.perf_counter() - started
 
     from reportgen.activations import ActivationProbe
-    from reportgen.model import input_spec
+    from reportgen.inputs import collapse_warnings, decide
     from reportgen.render import render_site
     from reportgen.report import model_info
 
-    spec = input_spec(model)
+    contract = decide(model, obtained.sidecar, options.preprocess, resize=options.resize)
+    echo(f"Input: {contract.description}")
     probe = ActivationProbe(model, list(options.layer_patterns) or None)
     test = dataset.test
     n_images = len(test.images)
@@ -303,7 +321,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
         workers = _Workers(site, options.jobs, palette, options.scale)
         try:
             pass_started = time.perf_counter()
-            streamed = _stream_test_images(probe, test, spec, true_labels, len(class_names),
+            streamed = _stream_test_images(probe, test, contract, true_labels, len(class_names),
                                            image_slugs, layer_slugs, drawn_images, workers, echo)
             workers.drain()
             stage_seconds["pass"] = time.perf_counter() - pass_started
@@ -317,12 +335,16 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
                     site.write(layout.curve_asset(metric), learning_curve_svg(history, metric))
             predicted = streamed.probabilities.argmax(axis=1)
             metrics = compute_metrics(true_labels, predicted, len(class_names))
-            warnings = _warnings(dataset, drawn_images, n_images)
+            best_val = max(history.val_accuracy) if history and history.val_accuracy else None
+            warnings = (*collapse_warnings(true_labels, streamed.probabilities, class_names,
+                                           contract, best_val),
+                        *_warnings(dataset, drawn_images, n_images))
             report = Report(
                 title=options.title or f"{model.name} on {dataset.root.name}",
                 class_names=tuple(class_names),
                 class_slugs=tuple(_unique_slugs(list(class_names))),
-                model=model_info(model, source),
+                model=model_info(model, obtained.source),
+                input_contract=contract,
                 images=images_from_predictions([r.path for r in test.images], image_slugs,
                                                true_labels, streamed.probabilities),
                 layers=tuple(layers),

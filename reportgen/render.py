@@ -175,6 +175,8 @@ def overview_view(report: Report, views: Views) -> dict:
         {"label": "Classes", "value": ", ".join(report.class_names)},
         {"label": "Model", "value": f"{report.model.name} ({report.model.source})"},
         {"label": "Validation data", "value": report.validation},
+        *([{"label": "Input", "value": report.input_contract.description}]
+          if report.input_contract else []),
         {"label": "Feature maps drawn", "value": f"{report.drawn_images} of {len(report.images)} "
                                                  "test images"},
     ]
@@ -452,6 +454,7 @@ def report_json(report: Report) -> dict:
             "layers": [{"name": r.name, "type": r.type_name, "output_shape": r.output_shape,
                         "params": r.params} for r in report.model.rows],
         },
+        "input": report.input_contract.to_json() if report.input_contract else None,
         "data": {
             "name": report.data_name,
             "test_images": len(report.images),

@@ -15,6 +15,7 @@ import numpy as np
 
 from reportgen.data import SkippedFile
 from reportgen.history import History
+from reportgen.inputs import InputContract
 from reportgen.metrics import Metrics
 from reportgen.stats import LayerStats
 
@@ -102,6 +103,7 @@ class Report:
     generated_at: str | None = None  # only when SOURCE_DATE_EPOCH is set
     reportgen_version: str = ""
     warnings: tuple[str, ...] = field(default=())
+    input_contract: InputContract | None = None  # how test images became the model's input
 
     @property
     def drawn(self) -> tuple[ImageEntry, ...]:
