@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from reportgen.errors import UserError
 from reportgen.layout import MARKER
@@ -14,6 +16,16 @@ from reportgen.layout import MARKER
 def _require_site(site: Path) -> None:
     if not (site / "index.html").is_file() or not (site / MARKER).is_file():
         raise UserError(f"{site} is not a site built by reportgen; run `reportgen build` first")
+
+
+def site_url(url: str) -> str:
+    """`url` checked as the absolute http(s) address of a site's folder, ending in "/"."""
+    parts = urlsplit(url)
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.query
+            or parts.fragment or re.search(r"[\s\"'<>\\]", url)):
+        raise UserError(f"--site-url must be an absolute http(s) URL such as "
+                        f"https://you.github.io/repo/, not {url!r}")
+    return url if url.endswith("/") else url + "/"
 
 
 def serve(site: Path, port: int, announce: Callable[[str], None] = print) -> None:

@@ -303,8 +303,8 @@ def _fail_rendering_after(count: int, monkeypatch) -> None:
 
     real = reportgen.render.render_site
 
-    def failing(report):
-        yield from itertools.islice(real(report), count)
+    def failing(report, **options):
+        yield from itertools.islice(real(report, **options), count)
         raise RuntimeError("rendering failed on purpose")
 
     monkeypatch.setattr(reportgen.render, "render_site", failing)
