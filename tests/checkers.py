@@ -15,6 +15,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -84,20 +85,52 @@ def axe_violations(browser, url: str, color_scheme: str, viewport: dict | None =
 
 # -- serving a folder over loopback HTTP ---------------------------------------------------------
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+@dataclass
+class Served:
+    url: str  # the server's root, ending in "/"
+    paths: list[str] = field(default_factory=list)  # every path the browser asked for, in order
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    not_found_page: Path | None = None  # served, with status 404, for any missing path
+    served: Served
+
     def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
         pass
 
+    def send_head(self):
+        self.served.paths.append(self.path)
+        return super().send_head()
+
+    def send_error(self, code, message=None, explain=None) -> None:
+        if code != 404 or self.not_found_page is None:
+            return super().send_error(code, message, explain)
+        body = self.not_found_page.read_bytes()
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
 
 @contextmanager
-def serve(folder: Path) -> Iterator[str]:
-    """Serve `folder` on 127.0.0.1 (a free port) in a thread; yields the base URL, ending in /."""
-    handler = functools.partial(_QuietHandler, directory=str(folder))
+def serve(folder: Path, not_found_page: Path | None = None) -> Iterator[Served]:
+    """Serve `folder` on 127.0.0.1 (a free port) in a thread, recording what is asked for.
+
+    With `not_found_page`, a missing path gets that page with status 404, as GitHub Pages
+    answers with a site's 404.html.
+    """
+    served = Served(url="")
+    handler_class = type("Handler", (_Handler,), {"not_found_page": not_found_page,
+                                                  "served": served})
+    handler = functools.partial(handler_class, directory=str(folder))
     with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        served.url = f"http://127.0.0.1:{server.server_address[1]}/"
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/"
+            yield served
         finally:
             server.shutdown()
             thread.join()
