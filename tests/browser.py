@@ -137,11 +137,17 @@ def crawl(site: Path, browser=None, pages: list[str] | None = None,
         if not request.url.startswith(own_prefix):
             record("network", request.url)
 
+    def on_request_failed(request) -> None:
+        # The browser fetches the page's icon after `load`, and going on to the next page
+        # cancels it. A cancelled request is not a broken file: a missing one fails with its
+        # own error (or a 404 on the console), and every image is decoded on its own.
+        if request.failure != "net::ERR_ABORTED":
+            record("failed_requests", f"{request.url}: {request.failure}")
+
     tab.on("console", lambda message: message.type in ("error", "warning")
            and record("console", f"{message.type}: {message.text}"))
     tab.on("pageerror", lambda error: record("page_errors", str(error)))
-    tab.on("requestfailed", lambda request: record(
-        "failed_requests", f"{request.url}: {request.failure}"))
+    tab.on("requestfailed", on_request_failed)
     tab.on("request", on_request)
     tab.on("dialog", on_dialog)
     try:
