@@ -57,6 +57,7 @@ class BuildOptions:
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     strict: bool = False
     title: str | None = None
+    site_url: str | None = None  # where the site will be published, ending in "/" (publish.site_url)
     generate_missing_data: bool = False
     train: TrainOptions = field(default_factory=TrainOptions)
 
@@ -362,7 +363,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
                 reportgen_version=__version__,
                 warnings=warnings,
             )
-            for path, data in render_site(report):
+            for path, data in render_site(report, site_url=options.site_url):
                 site.write(path, data)
         finally:
             workers.close()
