@@ -292,6 +292,15 @@ def _layer_entries(probe, layer_slugs: list[str], accumulators: list, palette: b
 
 
 def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildResult:
+    """The whole build, while holding the lock on the site folder (one build at a time)."""
+    from reportgen.lock import build_lock
+
+    check_target(options.out)  # before the lock file is made beside it
+    with build_lock(options.out):
+        return _build(options, echo)
+
+
+def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
     started = time.perf_counter()
     stage_seconds: dict[str, float] = {}
     generated_at = _generated_at()
