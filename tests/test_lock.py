@@ -32,10 +32,9 @@ def holder(tmp_path):
 
 
 def test_a_second_build_on_the_same_folder_is_refused_naming_the_first(tmp_path, holder):
-    with pytest.raises(UserError, match=rf"another reportgen build \(process {holder.pid}\) is "
-                                        r"writing .*site; wait for it"):
-        with build_lock(tmp_path / "site"):
-            pass
+    refusal = rf"another reportgen build \(process {holder.pid}\) is writing .*site; wait for it"
+    with pytest.raises(UserError, match=refusal), build_lock(tmp_path / "site"):
+        pass
 
 
 def test_the_lock_of_a_killed_build_is_taken_over(tmp_path, holder):
