@@ -295,7 +295,8 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
     """The whole build, while holding the lock on the site folder (one build at a time)."""
     from reportgen.lock import build_lock
 
-    check_target(options.out)  # before the lock file is made beside it
+    # Before the lock file is made beside the site: never in the data folder, nor at "/".
+    check_target(options.out, [options.data])
     with build_lock(options.out):
         return _build(options, echo)
 
