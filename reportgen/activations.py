@@ -79,8 +79,13 @@ def _is_feature_map(outputs) -> bool:
     return isinstance(outputs, keras.KerasTensor) and len(outputs.shape) == 4
 
 
-def _replay(model: keras.Model, inputs, nested_probes: dict[int, _NestedProbe]) -> _Replay:
-    """Call ``model``'s layers on symbolic ``inputs``; nested models go through their probes."""
+def _replay(model: keras.Model, inputs, nested_probes: dict[int, _NestedProbe],
+            on_call: Callable | None = None) -> _Replay:
+    """Call ``model``'s layers on symbolic ``inputs``; nested models go through their probes.
+
+    ``on_call(operation, args, outputs)`` sees every call at this level (reportgen.explain
+    uses it to find the classifier's input and logits).
+    """
     positions = {id(layer): i for i, layer in enumerate(model.layers)}
     calls: collections.Counter[int] = collections.Counter()
     taps: list[_Tap] = []
@@ -100,8 +105,13 @@ def _replay(model: keras.Model, inputs, nested_probes: dict[int, _NestedProbe]) 
                 _Tap(order + tap.order, f"{path}/{tap.path}", tap.type_name, output)
                 for tap, output in zip(nested.taps, flat[nested.n_outputs:], strict=True)
             )
-            return _unpack_singleton(flat[: nested.n_outputs])
+            outputs = _unpack_singleton(flat[: nested.n_outputs])
+            if on_call is not None:
+                on_call(operation, args, outputs)
+            return outputs
         outputs = operation(*args, **kwargs)
+        if on_call is not None:
+            on_call(operation, args, outputs)
         if isinstance(operation, keras.Layer) and _is_feature_map(outputs):
             taps.append(_Tap(order, path, type(operation).__name__, outputs))
         return outputs
