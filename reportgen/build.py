@@ -57,6 +57,8 @@ class BuildOptions:
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     strict: bool = False
     title: str | None = None
+    explain: bool = True  # Grad-CAM, calibration, label quality, embedding (reportgen.explain)
+    cam_layer: str | None = None  # None: the last feature-map layer larger than 1x1
     generate_missing_data: bool = False
     train: TrainOptions = field(default_factory=TrainOptions)
 
@@ -333,6 +335,13 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
 
                 for metric in ("accuracy", "loss"):
                     site.write(layout.curve_asset(metric), learning_curve_svg(history, metric))
+            explanations = None
+            if options.explain:
+                explain_started = time.perf_counter()
+                explanations = _explain(model, test, contract, true_labels,
+                                        streamed.probabilities, image_slugs,
+                                        list(class_names), options.cam_layer, site)
+                stage_seconds["explain"] = time.perf_counter() - explain_started
             predicted = streamed.probabilities.argmax(axis=1)
             metrics = compute_metrics(true_labels, predicted, len(class_names))
             best_val = max(history.val_accuracy) if history and history.val_accuracy else None
@@ -361,6 +370,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
                 generated_at=generated_at,
                 reportgen_version=__version__,
                 warnings=warnings,
+                explanations=explanations,
             )
             for path, data in render_site(report):
                 site.write(path, data)
@@ -376,6 +386,36 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
     return BuildResult(site=site.target, files=files, bytes=size,
                        seconds=time.perf_counter() - started, accuracy=metrics.accuracy,
                        warnings=warnings, stage_seconds=stage_seconds)
+
+
+def _explain(model, test, contract, true_labels: np.ndarray, probabilities: np.ndarray,
+             image_slugs: list[str], class_names: list[str], cam_layer: str | None,
+             site: SiteWriter):
+    """Grad-CAM for every test image in a second taped pass, overlays written on the way."""
+    from reportgen import overlays
+    from reportgen.explain import explain_test_set
+
+    predicted = probabilities.argmax(axis=1)
+
+    def draw(start: int, images: np.ndarray, result) -> None:
+        for offset, image in enumerate(images):
+            index = start + offset
+            site.write(layout.cam_asset(image_slugs[index]),
+                       overlays.overlay_png(image, result.predicted_maps[offset]))
+            if predicted[index] != true_labels[index]:
+                site.write(layout.cam_asset(image_slugs[index], "true"),
+                           overlays.overlay_png(image, result.true_maps[offset]))
+
+    explanations = explain_test_set(model, iter_batches(test, contract.spec, INFERENCE_BATCH),
+                                    contract.prepare, true_labels, probabilities, cam_layer, draw)
+    class_slugs = _unique_slugs(class_names)
+    for t, true_slug in enumerate(class_slugs):
+        site.write(layout.cam_class_asset(true_slug),
+                   overlays.heatmap_png(explanations.class_means[t]))
+        for p, predicted_slug in enumerate(class_slugs):
+            site.write(layout.cam_cell_asset(true_slug, predicted_slug),
+                       overlays.heatmap_png(explanations.cell_means[t, p]))
+    return explanations
 
 
 def _unique_slugs(names: list[str], slug=slugify) -> list[str]:
