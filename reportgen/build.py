@@ -311,6 +311,14 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
     contract = decide(model, obtained.sidecar, options.preprocess, resize=options.resize)
     echo(f"Input: {contract.description}")
     probe = ActivationProbe(model, list(options.layer_patterns) or None)
+    grad_cam = None
+    if options.explain:  # built before the pass, so a wrong --cam-layer fails at once
+        from reportgen.explain import GradCam, NoCamLayer
+
+        try:
+            grad_cam = GradCam(model, options.cam_layer)
+        except NoCamLayer as error:
+            echo(f"warning: {error}; the report has no explanations")
     test = dataset.test
     n_images = len(test.images)
     drawn_images = n_images if options.max_gallery_images is None else \
@@ -336,11 +344,11 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
                 for metric in ("accuracy", "loss"):
                     site.write(layout.curve_asset(metric), learning_curve_svg(history, metric))
             explanations = None
-            if options.explain:
+            if grad_cam is not None:
                 explain_started = time.perf_counter()
-                explanations = _explain(model, test, contract, true_labels,
+                explanations = _explain(grad_cam, test, contract, true_labels,
                                         streamed.probabilities, image_slugs,
-                                        list(class_names), options.cam_layer, site)
+                                        list(class_names), site)
                 stage_seconds["explain"] = time.perf_counter() - explain_started
             predicted = streamed.probabilities.argmax(axis=1)
             metrics = compute_metrics(true_labels, predicted, len(class_names))
@@ -388,9 +396,8 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
                        warnings=warnings, stage_seconds=stage_seconds)
 
 
-def _explain(model, test, contract, true_labels: np.ndarray, probabilities: np.ndarray,
-             image_slugs: list[str], class_names: list[str], cam_layer: str | None,
-             site: SiteWriter):
+def _explain(grad_cam, test, contract, true_labels: np.ndarray, probabilities: np.ndarray,
+             image_slugs: list[str], class_names: list[str], site: SiteWriter):
     """Grad-CAM for every test image in a second taped pass, overlays written on the way."""
     from reportgen import overlays
     from reportgen.explain import explain_test_set
@@ -406,8 +413,8 @@ def _explain(model, test, contract, true_labels: np.ndarray, probabilities: np.n
                 site.write(layout.cam_asset(image_slugs[index], "true"),
                            overlays.overlay_png(image, result.true_maps[offset]))
 
-    explanations = explain_test_set(model, iter_batches(test, contract.spec, INFERENCE_BATCH),
-                                    contract.prepare, true_labels, probabilities, cam_layer, draw)
+    explanations = explain_test_set(grad_cam, iter_batches(test, contract.spec, INFERENCE_BATCH),
+                                    contract.prepare, true_labels, probabilities, draw)
     class_slugs = _unique_slugs(class_names)
     for t, true_slug in enumerate(class_slugs):
         site.write(layout.cam_class_asset(true_slug),

@@ -302,15 +302,14 @@ class Explanations:
     confusion_channels: tuple  # confusion_channels(...) on the CAM layer
 
 
-def explain_test_set(model, batches, prepare, true_labels: np.ndarray, probabilities: np.ndarray,
-                     cam_layer: str | None = None, on_batch=None) -> Explanations:
+def explain_test_set(cam: GradCam, batches, prepare, true_labels: np.ndarray,
+                     probabilities: np.ndarray, on_batch=None) -> Explanations:
     """Grad-CAM of every test image (one taped pass per batch) and the statistics around it.
 
     ``batches`` yields objects with ``images`` (0-255 pixels) in test-set order; ``prepare``
     turns them into the model's input; ``on_batch(start, images, cam_batch)`` sees each batch
     (the build draws overlays there).
     """
-    cam = GradCam(model, cam_layer)
     n_classes = probabilities.shape[1]
     predicted = probabilities.argmax(axis=1)
     n_images = len(true_labels)

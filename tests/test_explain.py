@@ -181,3 +181,13 @@ def test_even_sample_keeps_every_class_in_proportion():
     assert len(chosen) == 20 and (labels[chosen] == 1).sum() == 2
     assert chosen[0] == 0 and 89 in chosen  # evenly spread, ends included
     np.testing.assert_array_equal(explain.even_sample(labels, max_points=100), np.arange(100))
+
+
+def test_default_cam_layer_passes_over_1x1_maps_and_says_when_none_is_left():
+    from reportgen.activations import FeatureLayer
+
+    layers = [FeatureLayer("conv", "Conv2D", (4, 1, 8)), FeatureLayer("pool", "MaxPooling2D",
+                                                                      (1, 1, 8))]
+    assert explain.default_cam_layer(layers).path == "conv"
+    with pytest.raises(explain.NoCamLayer):
+        explain.default_cam_layer(layers[1:])
