@@ -24,7 +24,7 @@ MAP_DECIMALS = 4  # report.json: map values are rounded, so the file stays small
 CLASS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                  "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
                  "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
-DIAGRAM = {"left": 44, "top": 12, "size": 240, "bottom": 40}
+DIAGRAM = {"left": 44, "top": 12, "size": 240, "bottom": 50}
 EMBEDDING_SIZE_PX = 560
 EMBEDDING_MARGIN_PX = 10
 
@@ -141,7 +141,7 @@ def reliability_view(report: Report) -> dict:
     return {
         "width": left + size + 12, "height": top + size + DIAGRAM["bottom"],
         "left": left, "top": top, "size": size, "right": left + size, "bottom_y": top + size,
-        "label_y": top + size + 32, "middle_x": left + size / 2,
+        "label_y": top + size + 28, "middle_x": left + size / 2,
         "ticks": [{"value": f"{v / 10:.1f}", "x": f"{left + v * size / 10:.1f}",
                    "y": f"{top + size - v * size / 10:.1f}"} for v in (0, 5, 10)],
         "bars": bars,
@@ -156,11 +156,6 @@ def reliability_view(report: Report) -> dict:
 
 # -- likely label errors ---------------------------------------------------------------------
 
-def _cam_thumb(report: Report, views, image: ImageEntry, target: str) -> dict:
-    thumb = views.thumb(image)
-    return {**thumb, "cam_src": layout.cam_asset(image.slug, target)}
-
-
 def label_errors_view(report: Report, views) -> dict:
     explanations = report.explanations
     names = report.class_names
@@ -171,7 +166,7 @@ def label_errors_view(report: Report, views) -> dict:
     for i in order[:LABEL_ERRORS_SHOWN]:
         image = report.images[i]
         suspects.append({
-            "thumb": views.thumb(image),
+            "thumb": {**views.thumb(image), "cam_src": None},  # the overlays have columns here
             "given": names[image.true_label],
             "model": names[image.predicted_label],
             "quality": f"{float(quality[i]):.3f}",
@@ -228,6 +223,8 @@ def embedding_view(report: Report) -> dict:
                         f"{EMBEDDING_MAX_POINTS:,} points).")
     return {
         "size": size,
+        "axis_labels": {"x": f"axis 1 ({first:.1%}) →", "y": f"axis 2 ({second:.1%}) →",
+                        "bottom": size - 3, "middle": size / 2},
         "points": points,
         "legend": [{"name": name, "fill": class_colour(c)}
                    for c, name in enumerate(report.class_names)],
