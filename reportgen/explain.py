@@ -98,7 +98,10 @@ class GradCam:
         self._image_dtype = image_input.dtype
         self._model = keras.Model(image_input, [tap.output, features, logits],
                                   name=f"{model.name}_gradcam")
-        self._step = tf.function(self._maps, reduce_retracing=True)
+        # One trace for every batch size (the last batch is usually smaller).
+        self._step = tf.function(self._maps, input_signature=[
+            tf.TensorSpec((None, *image_input.shape[1:]), image_input.dtype),
+            tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.int32)])
 
     def _maps(self, images, predicted, true):
         import tensorflow as tf
