@@ -6,18 +6,18 @@ sums, keeps the positive part and divides by the maximum. It is computed for a
 whole batch in one taped forward pass: in inference mode images do not interact,
 so the gradient of the batch's summed logits is every image's own gradient.
 
-Where the logit comes from, found by replaying the graph (the probe's replay,
-``reportgen.activations``), never by cloning or editing the model:
+Where the logit comes from: the graph is replayed (the probe's replay,
+``reportgen.activations``) with the layer that makes the output, looked for inside
+nested models too, replaced by the tensor before its softmax:
 
-- the output layer is a ``Dense`` (softmax or any activation): its pre-activation,
+- a ``Dense`` (softmax or any activation): its pre-activation,
   ``features @ kernel + bias``, computed from the same weights in the same graph;
-- the output layer is a ``Softmax`` or ``Activation("softmax")``: its input;
-- anything else (a nested model as the output layer, say): the log of the
-  probabilities, and ``target`` says ``"log_probability"``.
+- a ``Softmax`` or ``Activation("softmax")`` layer: its input;
+- anything else: the log of the probabilities, and ``target`` says ``"log_probability"``.
 
-This works the same for Sequential, functional and nested models because it only
-looks at the outermost call that produces the output; cloning a model with a
-swapped activation would have to rebuild nested models and shared layers.
+This is keras-io's "remove the last layer's softmax" without touching the model:
+setting ``activation = None`` would change the user's model object, and cloning it
+with another activation would have to rebuild nested models and shared layers.
 """
 
 from __future__ import annotations
@@ -78,11 +78,29 @@ class GradCam:
         from reportgen.keras_import import keras
 
         image_input = _image_input(model)
+        final = _output_layer(model)
         calls: dict[int, tuple] = {}
-        replay = _replay(model, image_input, nested_probes={},
-                         on_call=lambda op, args, out: calls.setdefault(id(out), (op, args)))
+        found: dict[str, object] = {}
+
+        def on_call(operation, args, outputs):
+            calls.setdefault(id(outputs), (operation, args))
+            if operation is final and not found:
+                found["logits"], found["classifier"] = _pre_softmax(operation, args, calls)
+                return found["logits"]
+            return None
+
+        replay = _replay(model, image_input, nested_probes={}, on_call=on_call)
         output = replay.outputs[0]
-        logits, features, self.target, self.embedding_layer = _logits(calls, output)
+        classifier, args = found.get("classifier") or (None, ())
+        if found.get("logits") is None:
+            logits, features = keras.ops.log(output + 1e-12), output
+            self.target, self.embedding_layer = "log_probability", "probabilities"
+        elif any(layer is classifier for layer in model.layers):
+            logits, features = output, args[0]
+            self.target, self.embedding_layer = "logit", classifier.name
+        else:  # the classifier is inside a nested model: its input is not in this graph
+            logits, features = output, output
+            self.target, self.embedding_layer = "logit", f"{final.name} (its logits)"
         layers = [FeatureLayer(t.path, t.type_name, tuple(int(n) for n in t.output.shape[1:]))
                   for t in replay.taps]
         if cam_layer is None:
@@ -130,24 +148,35 @@ class GradCam:
                         channel_means)
 
 
-def _logits(calls: dict[int, tuple], output) -> tuple:
-    """(logits, classifier input, target name, classifier layer name) from the replay's calls."""
+def _output_layer(model):
+    """The layer that makes the model's output, looking into nested models."""
+    from reportgen.activations import is_graph_model
     from reportgen.keras_import import keras
 
-    operation, args = calls.get(id(output), (None, ()))
+    operation = model
+    while is_graph_model(operation):
+        if isinstance(operation, keras.Sequential):
+            operation = operation.layers[-1]
+        else:
+            operation = operation.outputs[0]._keras_history.operation
+    return operation
+
+
+def _pre_softmax(operation, args, calls: dict[int, tuple]) -> tuple:
+    """(logits, (classifier layer, its call's args)) of the output layer; (None, None) when
+    it is neither a Dense nor a softmax."""
+    from reportgen.keras_import import keras
+
     if isinstance(operation, keras.layers.Dense):
-        features = args[0]
-        logits = keras.ops.matmul(features, operation.kernel)
+        logits = keras.ops.matmul(args[0], operation.kernel)
         if operation.use_bias:
             logits = logits + operation.bias
-        return logits, features, "logit", operation.name
+        return logits, (operation, args)
     if _is_softmax(operation):
-        logits = args[0]
-        producer, producer_args = calls.get(id(logits), (None, ()))
-        if isinstance(producer, keras.layers.Dense):
-            return logits, producer_args[0], "logit", producer.name
-        return logits, logits, "logit", getattr(producer, "name", "logits")
-    return keras.ops.log(output + 1e-12), output, "log_probability", "probabilities"
+        producer = calls.get(id(args[0]))
+        is_dense = producer is not None and isinstance(producer[0], keras.layers.Dense)
+        return args[0], producer if is_dense else None
+    return None, None
 
 
 def normalise_maps(maps: np.ndarray) -> np.ndarray:

@@ -191,3 +191,26 @@ def test_default_cam_layer_passes_over_1x1_maps_and_says_when_none_is_left():
     assert explain.default_cam_layer(layers).path == "conv"
     with pytest.raises(explain.NoCamLayer):
         explain.default_cam_layer(layers[1:])
+
+
+def test_a_softmax_inside_a_nested_head_is_still_removed():
+    keras.utils.set_random_seed(2)
+    head = keras.Sequential([keras.layers.GlobalAveragePooling2D(name="gap"),
+                             keras.layers.Dense(3, activation="softmax", name="predictions")],
+                            name="head")
+    image = keras.Input((8, 8, 3), name="image")
+    conv = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(image)
+    model = keras.Model(image, head(conv), name="nested_head")
+    images = fixture_models.images(model, n_images=5)
+    true = np.array([2, 1, 0, 0, 1])
+    cam = explain.GradCam(model)
+    predicted = model.predict(images, verbose=0).argmax(axis=1)
+    batch = cam(images, predicted, true)
+    assert (cam.target, cam.layer.path) == ("logit", "conv")
+    assert cam.embedding_layer == "predictions (its logits)"
+    head.layers[-1].activation = keras.activations.linear
+    expected = np.stack([reference_gradcam(model, model.get_layer("conv").output, image, label)
+                         for image, label in zip(images, true, strict=True)])
+    np.testing.assert_allclose(batch.true_maps, expected, atol=1e-5)
+    logits = model(images, training=False).numpy()  # eager: predict() keeps its old trace
+    np.testing.assert_allclose(batch.features, logits, atol=1e-5)
