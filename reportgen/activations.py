@@ -79,8 +79,14 @@ def _is_feature_map(outputs) -> bool:
     return isinstance(outputs, keras.KerasTensor) and len(outputs.shape) == 4
 
 
-def _replay(model: keras.Model, inputs, nested_probes: dict[int, _NestedProbe]) -> _Replay:
-    """Call ``model``'s layers on symbolic ``inputs``; nested models go through their probes."""
+def _replay(model: keras.Model, inputs, nested_probes: dict[int, _NestedProbe],
+            on_call: Callable | None = None) -> _Replay:
+    """Call ``model``'s layers on symbolic ``inputs``; nested models go through their probes.
+
+    ``on_call(operation, args, outputs)``, if given, sees every layer call, nested ones too,
+    and may return a tensor to use in place of ``outputs`` (reportgen.explain replaces the
+    final softmax by its input, the logits).
+    """
     positions = {id(layer): i for i, layer in enumerate(model.layers)}
     calls: collections.Counter[int] = collections.Counter()
     taps: list[_Tap] = []
@@ -94,7 +100,7 @@ def _replay(model: keras.Model, inputs, nested_probes: dict[int, _NestedProbe]) 
         if is_graph_model(operation):
             # Call-time kwargs (training=, mask=) are dropped: the probe only ever
             # runs in inference mode, which Keras passes down to nested layers.
-            nested = _nested_probe(operation, nested_probes)
+            nested = _nested_probe(operation, nested_probes, on_call)
             flat = keras.tree.flatten(nested.model(_unpack_singleton(keras.tree.flatten(args))))
             taps.extend(
                 _Tap(order + tap.order, f"{path}/{tap.path}", tap.type_name, output)
@@ -102,6 +108,9 @@ def _replay(model: keras.Model, inputs, nested_probes: dict[int, _NestedProbe]) 
             )
             return _unpack_singleton(flat[: nested.n_outputs])
         outputs = operation(*args, **kwargs)
+        if on_call is not None:
+            replacement = on_call(operation, args, outputs)
+            outputs = outputs if replacement is None else replacement
         if isinstance(operation, keras.Layer) and _is_feature_map(outputs):
             taps.append(_Tap(order, path, type(operation).__name__, outputs))
         return outputs
@@ -123,11 +132,12 @@ def _fresh_inputs(model: keras.Model) -> list[keras.KerasTensor]:
     return [keras.Input(batch_shape=x.shape, dtype=x.dtype) for x in model.inputs]
 
 
-def _nested_probe(model: keras.Model, nested_probes: dict[int, _NestedProbe]) -> _NestedProbe:
+def _nested_probe(model: keras.Model, nested_probes: dict[int, _NestedProbe],
+                  on_call: Callable | None = None) -> _NestedProbe:
     """The probe of a nested model, built once even when the model is called twice."""
     if id(model) not in nested_probes:
         inputs = _unpack_singleton(_fresh_inputs(model))
-        replay = _replay(model, inputs, nested_probes)
+        replay = _replay(model, inputs, nested_probes, on_call)
         outputs = [*replay.outputs, *(tap.output for tap in replay.taps)]
         # Named like the model it replaces, so names stay unique in the outer graph.
         probe = keras.Model(inputs, outputs, name=model.name)

@@ -57,6 +57,8 @@ class BuildOptions:
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     strict: bool = False
     title: str | None = None
+    explain: bool = True  # Grad-CAM, calibration, label quality, embedding (reportgen.explain)
+    cam_layer: str | None = None  # None: the last feature-map layer larger than 1x1
     site_url: str | None = None  # where the site will be published, ending in "/" (publish.site_url)
     generate_missing_data: bool = False
     train: TrainOptions = field(default_factory=TrainOptions)
@@ -320,6 +322,14 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
     contract = decide(model, obtained.sidecar, options.preprocess, resize=options.resize)
     echo(f"Input: {contract.description}")
     probe = ActivationProbe(model, list(options.layer_patterns) or None)
+    grad_cam = None
+    if options.explain:  # built before the pass, so a wrong --cam-layer fails at once
+        from reportgen.explain import GradCam, NoCamLayer
+
+        try:
+            grad_cam = GradCam(model, options.cam_layer)
+        except NoCamLayer as error:
+            echo(f"warning: {error}; the report has no explanations")
     test = dataset.test
     n_images = len(test.images)
     drawn_images = n_images if options.max_gallery_images is None else \
@@ -344,6 +354,13 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
 
                 for metric in ("accuracy", "loss"):
                     site.write(layout.curve_asset(metric), learning_curve_svg(history, metric))
+            explanations = None
+            if grad_cam is not None:
+                explain_started = time.perf_counter()
+                explanations = _explain(grad_cam, test, contract, true_labels,
+                                        streamed.probabilities, image_slugs,
+                                        list(class_names), site)
+                stage_seconds["explain"] = time.perf_counter() - explain_started
             predicted = streamed.probabilities.argmax(axis=1)
             metrics = compute_metrics(true_labels, predicted, len(class_names))
             best_val = max(history.val_accuracy) if history and history.val_accuracy else None
@@ -372,6 +389,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
                 generated_at=generated_at,
                 reportgen_version=__version__,
                 warnings=warnings,
+                explanations=explanations,
             )
             for path, data in render_site(report, site_url=options.site_url):
                 site.write(path, data)
@@ -387,6 +405,35 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
     return BuildResult(site=site.target, files=files, bytes=size,
                        seconds=time.perf_counter() - started, accuracy=metrics.accuracy,
                        warnings=warnings, stage_seconds=stage_seconds)
+
+
+def _explain(grad_cam, test, contract, true_labels: np.ndarray, probabilities: np.ndarray,
+             image_slugs: list[str], class_names: list[str], site: SiteWriter):
+    """Grad-CAM for every test image in a second taped pass, overlays written on the way."""
+    from reportgen import overlays
+    from reportgen.explain import explain_test_set
+
+    predicted = probabilities.argmax(axis=1)
+
+    def draw(start: int, images: np.ndarray, result) -> None:
+        for offset, image in enumerate(images):
+            index = start + offset
+            site.write(layout.cam_asset(image_slugs[index]),
+                       overlays.overlay_png(image, result.predicted_maps[offset]))
+            if predicted[index] != true_labels[index]:
+                site.write(layout.cam_asset(image_slugs[index], "true"),
+                           overlays.overlay_png(image, result.true_maps[offset]))
+
+    explanations = explain_test_set(grad_cam, iter_batches(test, contract.spec, INFERENCE_BATCH),
+                                    contract.prepare, true_labels, probabilities, draw)
+    class_slugs = _unique_slugs(class_names)
+    for t, true_slug in enumerate(class_slugs):
+        site.write(layout.cam_class_asset(true_slug),
+                   overlays.heatmap_png(explanations.class_means[t]))
+        for p, predicted_slug in enumerate(class_slugs):
+            site.write(layout.cam_cell_asset(true_slug, predicted_slug),
+                       overlays.heatmap_png(explanations.cell_means[t, p]))
+    return explanations
 
 
 def _unique_slugs(names: list[str], slug=slugify) -> list[str]:

@@ -218,6 +218,10 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
               help="Worker threads drawing and encoding feature maps.")
 @click.option("--strict", is_flag=True, help="Fail if any image file cannot be read.")
 @click.option("--title", help="Site title (default: model and data names).")
+@click.option("--explain/--no-explain", default=True,
+              help="Grad-CAM for every image, label quality, calibration and an embedding map.")
+@click.option("--cam-layer", help="Grad-CAM's feature-map layer (a path as on the overview) "
+                                  "[default: the last one larger than 1x1].")
 @click.option("--site-url", help="Where the site will be published, e.g. "
                                  "https://you.github.io/repo/: adds a sitemap.xml and canonical "
                                  "links, and lets 404.html work at any path. Without it every "
@@ -229,7 +233,8 @@ def build(data: Path, out: Path, model_path: Path | None, history_path: Path | N
           retrain: bool, trust_model: bool, preprocess: str, resize: str,
           layer_patterns: tuple[str, ...], scale: str,
           colormap: str, images_per_page: int, max_gallery_images: int | None, jobs: int,
-          strict: bool, title: str | None, site_url: str | None, **training) -> None:
+          strict: bool, title: str | None, explain: bool, cam_layer: str | None,
+          site_url: str | None, **training) -> None:
     """Write the HTML report: train or load, run every test image."""
     from reportgen.publish import site_url as checked_site_url
 
@@ -245,7 +250,8 @@ def build(data: Path, out: Path, model_path: Path | None, history_path: Path | N
         trust_model=trust_model, preprocess=preprocess, resize=resize,
         layer_patterns=layer_patterns, scale=scale, colormap=colormap,
         images_per_page=images_per_page, max_gallery_images=max_gallery_images, jobs=jobs,
-        strict=strict, title=title, site_url=site_url, generate_missing_data=data == DEFAULT_DATA,
+        strict=strict, title=title, explain=explain, cam_layer=cam_layer, site_url=site_url,
+        generate_missing_data=data == DEFAULT_DATA,
         train=_train_options(**training),
     )
     from reportgen.site import InterruptedAfterSwap

@@ -62,3 +62,23 @@ def page_count(n_items: int, per_page: int) -> int:
 def page_of(index: int, per_page: int) -> int:
     """1-based gallery page holding item ``index`` (0-based)."""
     return index // per_page + 1
+
+
+# -- explanations (Grad-CAM, label quality, embedding) ----------------------------------------
+
+LABEL_ERRORS_PAGE = "labels.html"
+EMBEDDING_PAGE = "embedding.html"
+
+
+def cam_asset(image_slug: str, target: str = "predicted") -> str:
+    """The overlay of one image's Grad-CAM for its predicted (or, for a mistake, true) class."""
+    return f"assets/cam/{image_slug}.png" if target == "predicted" else \
+        f"assets/cam/{image_slug}--true.png"
+
+
+def cam_cell_asset(true_slug: str, predicted_slug: str) -> str:
+    return f"assets/cam-means/{true_slug}--{predicted_slug}.png"
+
+
+def cam_class_asset(class_slug: str) -> str:
+    return f"assets/cam-means/class-{class_slug}.png"

@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape
 
 import jinja2
 
-from reportgen import layout
+from reportgen import layout, render_explain
 from reportgen.report import ImageEntry, LayerEntry, Report, image_slug
 
 STATIC_FILES = ("style.css", "site.js", "favicon.svg")
@@ -101,6 +101,7 @@ class Views:
             "correct": image.correct,
             "confidence": percent(image.confidence),
             "css": "correct" if image.correct else "wrong",
+            "cam_src": render_explain.cam_src(self.report, image),
         }
 
     def grid(self, layer: LayerEntry, image: ImageEntry) -> dict:
@@ -262,6 +263,7 @@ def results_view(report: Report, views: Views) -> dict:
         "per_class": per_class,
         "macro": macro,
         "mistakes": [views.thumb(i) for i in mistakes],
+        "explain": render_explain.results_explain_view(report),
     }
 
 
@@ -329,6 +331,7 @@ def image_view(report: Report, views: Views, image: ImageEntry, previous: ImageE
         "confidence": percent(image.confidence),
         "css": "correct" if image.correct else "wrong",
         "bars": bars,
+        "cam": render_explain.image_cam_view(report, image, width * scale, height * scale),
         "layers": layers,
         "scale_note": views.scale_note(),
         "nav": _nav(link(previous), link(next_),
@@ -471,6 +474,7 @@ def report_json(report: Report) -> dict:
                            "f1": s.f1, "support": s.support}
                           for name, s in zip(report.class_names, metrics.per_class, strict=True)],
             "confusion_matrix": metrics.confusion.tolist(),
+            "calibration": render_explain.calibration_json(report),
         },
         "history": report.history.to_json() if report.history else None,
         "drawing": {"scale": report.scale, "colormap": report.colormap,
@@ -494,9 +498,11 @@ def report_json(report: Report) -> dict:
                                for t in ch.top],
             } for ch in layer.stats.channels],
         } for layer in report.layers],
+        "explanations": render_explain.explanations_json(report),
         "images": [{"path": i.path, "page": layout.image_page(i.slug),
                     "true_label": i.true_label, "predicted_label": i.predicted_label,
-                    "probabilities": list(i.probabilities)} for i in report.images],
+                    "probabilities": list(i.probabilities),
+                    **render_explain.image_json(report, i)} for i in report.images],
     }
 
 
@@ -542,6 +548,11 @@ def render_site(report: Report, site_url: str | None = None) -> Iterator[tuple[s
                    image=image_view(report, views, image, previous, next_))
     for path, title, view in layer_views(report, views):
         yield page("layer.html", path, title, layer=view)
+    if report.explanations is not None:
+        yield page("labels.html", layout.LABEL_ERRORS_PAGE, "Likely label errors",
+                   labels=render_explain.label_errors_view(report, views))
+        yield page("embedding.html", layout.EMBEDDING_PAGE, "Embedding map",
+                   embedding=render_explain.embedding_view(report))
     yield "404.html", env.get_template("404.html").render(
         root=site_url or layout.root_prefix("404.html"), page_title="Not found", canonical=None,
         **common).encode("utf-8")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reportgen.data import SkippedFile
+from reportgen.explain import Explanations
 from reportgen.history import History
 from reportgen.inputs import InputContract
 from reportgen.metrics import Metrics
@@ -104,6 +105,7 @@ class Report:
     reportgen_version: str = ""
     warnings: tuple[str, ...] = field(default=())
     input_contract: InputContract | None = None  # how test images became the model's input
+    explanations: Explanations | None = None  # None with --no-explain
 
     @property
     def drawn(self) -> tuple[ImageEntry, ...]:

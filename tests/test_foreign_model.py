@@ -106,3 +106,59 @@ def test_report_numbers_match_an_independent_computation(foreign):
         scores = maps[..., channel["index"]].max(axis=(1, 2))
         expected = sorted(range(len(test_paths)), key=lambda i: (-scores[i], test_paths[i]))[:9]
         assert [t["path"] for t in channel["top_images"]] == [test_paths[i] for i in expected]
+
+
+def test_explanations_match_independent_computations(foreign):
+    """Every image's Grad-CAM against a one-image tape on the model, the ECE and the PCA."""
+    import tensorflow as tf
+    from click.testing import CliRunner
+
+    from reportgen.cli import main
+
+    root, x_test, y_test, model = foreign
+    site = root / "site-explained"
+    result = CliRunner().invoke(main, [
+        "build", "--data", str(root / "scans"), "--model", str(root / "foreign.keras"),
+        "--out", str(site), "--jobs", "1", "--layers", "res/*"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((site / "report.json").read_text())
+    assert report["explanations"]["cam_layer"] == "res/relu"
+    assert report["explanations"]["cam_target"] == "logit"
+
+    # the nested block's output is res/relu; its logits are the Dense's input times its kernel
+    gap = model.get_layer("gap")
+    grad_model = keras.Model(model.inputs[0], [gap.input, gap.output])
+    kernel, bias = model.get_layer("out").get_weights()
+    for image, entry in zip(x_test, report["images"], strict=True):
+        targets = [("cam", entry["predicted_label"])]
+        if entry["true_label"] != entry["predicted_label"]:
+            targets.append(("cam_true", entry["true_label"]))
+        assert ("cam_true" in entry) == (len(targets) == 2)
+        for key, label in targets:
+            with tf.GradientTape() as tape:
+                maps, pooled = grad_model(image[np.newaxis])
+                logit = tf.matmul(pooled, kernel[:, label:label + 1])[0, 0] + bias[label]
+            weights = tf.reduce_mean(tape.gradient(logit, maps), axis=(0, 1, 2)).numpy()
+            heatmap = np.maximum(np.tensordot(maps[0].numpy(), weights, axes=1), 0)
+            heatmap = heatmap / heatmap.max() if heatmap.max() > 0 else heatmap
+            assert entry[key]["class"] == label
+            np.testing.assert_allclose(entry[key]["map"], heatmap, atol=2e-3)
+
+    probabilities = np.array([entry["probabilities"] for entry in report["images"]])
+    top = probabilities.max(axis=1)
+    right = probabilities.argmax(axis=1) == y_test
+    ece = 0.0
+    for low in np.arange(10) / 10:
+        members = (top > low) & (top <= low + 0.1) if low > 0 else top <= 0.1
+        if members.any():
+            ece += members.mean() * abs(right[members].mean() - top[members].mean())
+    assert report["metrics"]["calibration"]["ece"] == pytest.approx(ece, abs=1e-6)
+    np.testing.assert_allclose([entry["label_quality"] for entry in report["images"]],
+                               probabilities[np.arange(len(y_test)), y_test], atol=1e-7)
+
+    features = np.asarray(grad_model(x_test)[1], dtype=np.float64)
+    centred = features - features.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    embedding = np.array([entry["embedding"] for entry in report["images"]])
+    for axis in range(2):
+        assert abs(np.corrcoef(centred @ vt[axis], embedding[:, axis])[0, 1]) >= 0.999

@@ -23,7 +23,8 @@ from reportgen.render import render_site
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 SUB_PATH = "repo/"
-PAGE_KINDS = ("404", "cell", "class", "image", "overview", "layer atlas", "layer gallery", "results")
+PAGE_KINDS = ("404", "cell", "class", "image", "overview", "layer atlas", "layer gallery", "results",
+              "label errors", "embedding")
 
 
 def page_kind(page: str) -> str:
@@ -31,7 +32,8 @@ def page_kind(page: str) -> str:
     if folder == "layers":
         return "layer atlas" if page.endswith("/index.html") else "layer gallery"
     return {"cells": "cell", "classes": "class", "images": "image", "index.html": "overview",
-            "results.html": "results", "404.html": "404"}[folder]
+            "results.html": "results", "404.html": "404", "labels.html": "label errors",
+            "embedding.html": "embedding"}[folder]
 
 
 def one_page_per_kind(site: Path) -> dict[str, str]:

@@ -1,0 +1,376 @@
+"""Explanations: Grad-CAM, calibration, label quality and an embedding, as functions on arrays.
+
+Grad-CAM (Selvaraju et al.) weighs each channel of a feature-map layer by the mean
+gradient of a class's *logit* (the input of the final softmax) with respect to it,
+sums, keeps the positive part and divides by the maximum. It is computed for a
+whole batch in one taped forward pass: in inference mode images do not interact,
+so the gradient of the batch's summed logits is every image's own gradient.
+
+Where the logit comes from: the graph is replayed (the probe's replay,
+``reportgen.activations``) with the layer that makes the output, looked for inside
+nested models too, replaced by the tensor before its softmax:
+
+- a ``Dense`` (softmax or any activation): its pre-activation,
+  ``features @ kernel + bias``, computed from the same weights in the same graph;
+- a ``Softmax`` or ``Activation("softmax")`` layer: its input;
+- anything else: the log of the probabilities, and ``target`` says ``"log_probability"``.
+
+This is keras-io's "remove the last layer's softmax" without touching the model:
+setting ``activation = None`` would change the user's model object, and cloning it
+with another activation would have to rebuild nested models and shared layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from reportgen.errors import UserError
+
+if TYPE_CHECKING:
+    from reportgen.activations import FeatureLayer
+
+CALIBRATION_BINS = 10
+EMBEDDING_MAX_POINTS = 5000
+
+
+class NoCamLayer(Exception):
+    """The model has no feature map larger than 1x1: there is nothing to localise."""
+
+
+@dataclass(frozen=True)
+class CamBatch:
+    predicted_maps: np.ndarray  # (n, h, w) float32 in [0, 1], for the given predicted classes
+    true_maps: np.ndarray  # (n, h, w), for the true classes (equal to predicted_maps when right)
+    features: np.ndarray  # (n, d) the classifier layer's input
+    channel_means: np.ndarray  # (n, channels) the CAM layer's spatial means
+
+
+def _is_softmax(operation) -> bool:
+    from reportgen.keras_import import keras
+
+    if isinstance(operation, keras.layers.Softmax):
+        return True
+    activation = getattr(operation, "activation", None)
+    return isinstance(operation, keras.layers.Activation) and \
+        getattr(activation, "__name__", "") == "softmax"
+
+
+def default_cam_layer(layers: Sequence[FeatureLayer]) -> FeatureLayer:
+    """The last feature-map layer larger than 1x1: the most abstract one that still has a where."""
+    for layer in reversed(layers):
+        if layer.output_shape[0] * layer.output_shape[1] > 1:
+            return layer
+    raise NoCamLayer("the model has no feature map larger than 1x1, so Grad-CAM has nothing "
+                     "to localise")
+
+
+class GradCam:
+    """Grad-CAM maps, classifier features and CAM-layer channel means for batches of images."""
+
+    def __init__(self, model, cam_layer: str | None = None):
+        import tensorflow as tf
+
+        from reportgen.activations import FeatureLayer, _image_input, _replay
+        from reportgen.keras_import import keras
+
+        image_input = _image_input(model)
+        final = _output_layer(model)
+        calls: dict[int, tuple] = {}
+        found: dict[str, object] = {}
+
+        def on_call(operation, args, outputs):
+            calls.setdefault(id(outputs), (operation, args))
+            if operation is final and not found:
+                found["logits"], found["classifier"] = _pre_softmax(operation, args, calls)
+                return found["logits"]
+            return None
+
+        replay = _replay(model, image_input, nested_probes={}, on_call=on_call)
+        output = replay.outputs[0]
+        classifier, args = found.get("classifier") or (None, ())
+        if found.get("logits") is None:
+            logits, features = keras.ops.log(output + 1e-12), output
+            self.target, self.embedding_layer = "log_probability", "probabilities"
+        elif any(layer is classifier for layer in model.layers):
+            logits, features = output, args[0]
+            self.target, self.embedding_layer = "logit", classifier.name
+        else:  # the classifier is inside a nested model: its input is not in this graph
+            logits, features = output, output
+            self.target, self.embedding_layer = "logit", f"{final.name} (its logits)"
+        layers = [FeatureLayer(t.path, t.type_name, tuple(int(n) for n in t.output.shape[1:]))
+                  for t in replay.taps]
+        if cam_layer is None:
+            self.layer = default_cam_layer(layers)
+        else:
+            matches = [layer for layer in layers if layer.path == cam_layer]
+            if not matches:
+                shown = ", ".join(layer.path for layer in layers) or "(none)"
+                raise UserError(f"--cam-layer {cam_layer!r} is not a feature-map layer of the "
+                                f"model; they are: {shown}")
+            self.layer = matches[0]
+        tap = replay.taps[layers.index(self.layer)]
+        self._image_dtype = image_input.dtype
+        self._model = keras.Model(image_input, [tap.output, features, logits],
+                                  name=f"{model.name}_gradcam")
+        # One trace for every batch size (the last batch is usually smaller).
+        self._step = tf.function(self._maps, input_signature=[
+            tf.TensorSpec((None, *image_input.shape[1:]), image_input.dtype),
+            tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.int32)])
+
+    def _maps(self, images, predicted, true):
+        import tensorflow as tf
+
+        with tf.GradientTape(persistent=True) as tape:
+            feature_maps, features, logits = self._model(images, training=False)
+            predicted_score = tf.reduce_sum(tf.gather(logits, predicted, batch_dims=1))
+            true_score = tf.reduce_sum(tf.gather(logits, true, batch_dims=1))
+        maps = []
+        for score in (predicted_score, true_score):
+            gradients = tape.gradient(score, feature_maps)
+            if gradients is None:  # the layer does not lead to the output
+                gradients = tf.zeros_like(feature_maps)
+            weights = tf.reduce_mean(gradients, axis=(1, 2))
+            maps.append(tf.einsum("nhwk,nk->nhw", feature_maps, weights))
+        del tape
+        channel_means = tf.reduce_mean(feature_maps, axis=(1, 2))
+        return maps[0], maps[1], tf.reshape(features, (tf.shape(features)[0], -1)), channel_means
+
+    def __call__(self, images: np.ndarray, predicted: np.ndarray, true: np.ndarray) -> CamBatch:
+        images = np.asarray(images, dtype=self._image_dtype)
+        predicted_raw, true_raw, features, channel_means = (
+            np.asarray(x, dtype=np.float32) for x in self._step(
+                images, np.asarray(predicted, np.int32), np.asarray(true, np.int32)))
+        return CamBatch(normalise_maps(predicted_raw), normalise_maps(true_raw), features,
+                        channel_means)
+
+
+def _output_layer(model):
+    """The layer that makes the model's output, looking into nested models."""
+    from reportgen.activations import is_graph_model
+    from reportgen.keras_import import keras
+
+    operation = model
+    while is_graph_model(operation):
+        if isinstance(operation, keras.Sequential):
+            operation = operation.layers[-1]
+        else:
+            operation = operation.outputs[0]._keras_history.operation
+    return operation
+
+
+def _pre_softmax(operation, args, calls: dict[int, tuple]) -> tuple:
+    """(logits, (classifier layer, its call's args)) of the output layer; (None, None) when
+    it is neither a Dense nor a softmax."""
+    from reportgen.keras_import import keras
+
+    if isinstance(operation, keras.layers.Dense):
+        logits = keras.ops.matmul(args[0], operation.kernel)
+        if operation.use_bias:
+            logits = logits + operation.bias
+        return logits, (operation, args)
+    if _is_softmax(operation):
+        producer = calls.get(id(args[0]))
+        is_dense = producer is not None and isinstance(producer[0], keras.layers.Dense)
+        return args[0], producer if is_dense else None
+    return None, None
+
+
+def normalise_maps(maps: np.ndarray) -> np.ndarray:
+    """ReLU, then each map divided by its maximum; a map whose maximum is 0 stays all zeros."""
+    positive = np.maximum(maps, 0.0)
+    peak = positive.max(axis=(1, 2), keepdims=True) if len(maps) else positive
+    return np.divide(positive, peak, out=np.zeros_like(positive), where=peak > 0)
+
+
+# -- calibration, label quality, hardness -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Calibration:
+    bins: int
+    ece: float
+    counts: tuple[int, ...]
+    accuracy: tuple[float | None, ...]  # None for an empty bin
+    confidence: tuple[float | None, ...]
+
+
+def calibration(probabilities: np.ndarray, true_labels: np.ndarray,
+                bins: int = CALIBRATION_BINS) -> Calibration:
+    """Reliability diagram data and expected calibration error (Guo et al. 2017).
+
+    Bin ``i`` holds the images whose top probability is in (i/bins, (i+1)/bins]; the
+    first bin also holds 0. ECE is the count-weighted mean of |accuracy - confidence|.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    confidence = probabilities.max(axis=1) if len(probabilities) else np.zeros(0)
+    correct = probabilities.argmax(axis=1) == np.asarray(true_labels) if len(probabilities) \
+        else np.zeros(0, bool)
+    inner_edges = np.arange(1, bins) / bins
+    which = np.searchsorted(inner_edges, confidence, side="left")
+    counts, accuracies, confidences, ece = [], [], [], 0.0
+    for i in range(bins):
+        members = which == i
+        n = int(members.sum())
+        counts.append(n)
+        if n == 0:
+            accuracies.append(None)
+            confidences.append(None)
+            continue
+        accuracy, mean_confidence = float(correct[members].mean()), float(confidence[members].mean())
+        accuracies.append(accuracy)
+        confidences.append(mean_confidence)
+        ece += n / len(confidence) * abs(accuracy - mean_confidence)
+    return Calibration(bins, ece, tuple(counts), tuple(accuracies), tuple(confidences))
+
+
+def label_quality(probabilities: np.ndarray, given_labels: np.ndarray) -> np.ndarray:
+    """The probability the model gives each image's given label (cleanlab's self-confidence)."""
+    probabilities = np.asarray(probabilities)
+    return probabilities[np.arange(len(probabilities)), np.asarray(given_labels)]
+
+
+def entropy(probabilities: np.ndarray) -> np.ndarray:
+    """Shannon entropy in nats of each row; 0 log 0 counts as 0."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    terms = np.zeros_like(p)
+    np.multiply(p, np.log(p, where=p > 0, out=np.zeros_like(p)), out=terms, where=p > 0)
+    return -terms.sum(axis=1)
+
+
+# -- embedding -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Embedding:
+    coordinates: np.ndarray  # (n, 2)
+    explained_variance: tuple[float, float]  # share of the total variance on each axis
+
+
+def pca_2d(features: np.ndarray) -> Embedding:
+    """The first two principal components, by SVD of the centred features.
+
+    Signs are fixed so that each axis's largest-magnitude coordinate is positive (as
+    scikit-learn's svd_flip), so the picture does not flip between equal builds.
+    """
+    x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    coordinates = np.zeros((len(x), 2))
+    shares = [0.0, 0.0]
+    if len(x) >= 2:
+        centred = x - x.mean(axis=0)
+        u, s, _ = np.linalg.svd(centred, full_matrices=False)
+        total = float((s ** 2).sum())
+        for axis in range(min(2, len(s))):
+            column = u[:, axis] * s[axis]
+            if column[np.argmax(np.abs(column))] < 0:
+                column = -column
+            coordinates[:, axis] = column
+            shares[axis] = float(s[axis] ** 2 / total) if total > 0 else 0.0
+    return Embedding(coordinates, (shares[0], shares[1]))
+
+
+def even_sample(labels: np.ndarray, max_points: int = EMBEDDING_MAX_POINTS) -> np.ndarray:
+    """Indices of at most ``max_points`` images: all of them, or per class an evenly spaced
+    share proportional to the class's size (at least one image per non-empty class)."""
+    labels = np.asarray(labels)
+    if len(labels) <= max_points:
+        return np.arange(len(labels))
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        keep = max(1, len(members) * max_points // len(labels))
+        chosen.append(members[np.linspace(0, len(members) - 1, keep).round().astype(int)])
+    return np.sort(np.concatenate(chosen))
+
+
+def mean_maps(maps: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """(n_groups, h, w): the mean map of each group; zeros for an empty group."""
+    means = np.zeros((n_groups, *maps.shape[1:]), dtype=np.float32)
+    for group in range(n_groups):
+        members = groups == group
+        if members.any():
+            means[group] = maps[members].mean(axis=0)
+    return means
+
+
+def confusion_channels(channel_means: np.ndarray, true_labels: np.ndarray,
+                       predicted: np.ndarray, n_classes: int, min_images: int = 3,
+                       top: int = 3) -> tuple[tuple[int, int, tuple[tuple[int, float], ...]], ...]:
+    """For each off-diagonal cell with at least ``min_images`` images: (true, predicted,
+    ((channel, excess), ...)), the ``top`` channels whose mean activation on the cell's images
+    most exceeds their mean on the correctly classified images of the true class (excess > 0)."""
+    cells = []
+    for t in range(n_classes):
+        right = (true_labels == t) & (predicted == t)
+        if not right.any():
+            continue
+        baseline = channel_means[right].mean(axis=0)
+        for p in range(n_classes):
+            members = (true_labels == t) & (predicted == p)
+            if p == t or members.sum() < min_images:
+                continue
+            excess = channel_means[members].mean(axis=0) - baseline
+            order = sorted(range(len(excess)), key=lambda c: (-excess[c], c))[:top]
+            cells.append((t, p, tuple((c, float(excess[c])) for c in order if excess[c] > 0)))
+    return tuple(cells)
+
+
+# -- the stage: every test image, batch by batch -------------------------------------------------
+
+@dataclass(frozen=True)
+class Explanations:
+    cam_layer: str  # the feature-map layer's path, as in feature_layers
+    cam_target: str  # "logit" (or "log_probability" when the model has no reachable logit)
+    cam_maps: np.ndarray  # (n, h, w) for each image's predicted class
+    cam_true_maps: np.ndarray  # (n, h, w) for each image's true class
+    label_quality: np.ndarray  # (n,)
+    entropy: np.ndarray  # (n,)
+    embedding_layer: str
+    embedding: Embedding
+    calibration: Calibration
+    cell_means: np.ndarray  # (classes, classes, h, w): mean predicted-class map per confusion cell
+    class_means: np.ndarray  # (classes, h, w): mean true-class map over each true class
+    confusion_channels: tuple  # confusion_channels(...) on the CAM layer
+
+
+def explain_test_set(cam: GradCam, batches, prepare, true_labels: np.ndarray,
+                     probabilities: np.ndarray, on_batch=None) -> Explanations:
+    """Grad-CAM of every test image (one taped pass per batch) and the statistics around it.
+
+    ``batches`` yields objects with ``images`` (0-255 pixels) in test-set order; ``prepare``
+    turns them into the model's input; ``on_batch(start, images, cam_batch)`` sees each batch
+    (the build draws overlays there).
+    """
+    n_classes = probabilities.shape[1]
+    predicted = probabilities.argmax(axis=1)
+    n_images = len(true_labels)
+    height, width, channels = cam.layer.output_shape
+    maps = np.zeros((n_images, height, width), np.float32)
+    true_maps = np.zeros_like(maps)
+    channel_means = np.zeros((n_images, channels), np.float32)
+    features = None
+    start = 0
+    for batch in batches:
+        end = start + len(batch.images)
+        result = cam(prepare(batch.images), predicted[start:end], true_labels[start:end])
+        maps[start:end], true_maps[start:end] = result.predicted_maps, result.true_maps
+        channel_means[start:end] = result.channel_means
+        if features is None:
+            features = np.zeros((n_images, result.features.shape[1]), np.float32)
+        features[start:end] = result.features
+        if on_batch is not None:
+            on_batch(start, batch.images, result)
+        start = end
+    if features is None:
+        features = np.zeros((n_images, 0), np.float32)
+    return Explanations(
+        cam_layer=cam.layer.path, cam_target=cam.target, cam_maps=maps, cam_true_maps=true_maps,
+        label_quality=label_quality(probabilities, true_labels),
+        entropy=entropy(probabilities),
+        embedding_layer=cam.embedding_layer, embedding=pca_2d(features),
+        calibration=calibration(probabilities, true_labels),
+        cell_means=mean_maps(maps, true_labels * n_classes + predicted,
+                             n_classes * n_classes).reshape(n_classes, n_classes, height, width),
+        class_means=mean_maps(true_maps, true_labels, n_classes),
+        confusion_channels=confusion_channels(channel_means, true_labels, predicted, n_classes))

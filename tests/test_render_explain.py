@@ -1,0 +1,118 @@
+"""The explanations as rendered: pure, from a tiny report with made-up maps; no model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import posixpath
+import re
+
+import numpy as np
+import pytest
+from test_render import parse
+from tiny_report import tiny_report
+
+from reportgen import explain, layout
+from reportgen.render import render_site
+
+CAM_ASSETS = (r"assets/inputs/.+\.png", r"assets/maps/.+\.png", r"assets/atlas/.+\.png",
+              r"assets/curves/(accuracy|loss)\.svg", r"assets/cam/.+\.png",
+              r"assets/cam-means/.+\.png")
+
+
+def explained(report, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n, n_classes = len(report.images), len(report.class_names)
+    probabilities = np.array([image.probabilities for image in report.images])
+    true = np.array([image.true_label for image in report.images])
+    maps = explain.normalise_maps(rng.normal(size=(n, 3, 2)).astype(np.float32))
+    true_maps = explain.normalise_maps(rng.normal(size=(n, 3, 2)).astype(np.float32))
+    explanations = explain.Explanations(
+        cam_layer="block/conv", cam_target="logit", cam_maps=maps, cam_true_maps=true_maps,
+        label_quality=explain.label_quality(probabilities, true),
+        entropy=explain.entropy(probabilities), embedding_layer="predictions",
+        embedding=explain.pca_2d(rng.normal(size=(n, 5))),
+        calibration=explain.calibration(probabilities, true),
+        cell_means=np.zeros((n_classes, n_classes, 3, 2), np.float32),
+        class_means=np.zeros((n_classes, 3, 2), np.float32),
+        confusion_channels=((0, 1, ((2, 0.5),)),))
+    return dataclasses.replace(report, explanations=explanations)
+
+
+@pytest.fixture(scope="module")
+def site():
+    return dict(render_site(explained(tiny_report())))
+
+
+def test_every_link_resolves_including_the_svg_points(site):
+    for page in (path for path in site if path.endswith(".html")):
+        for link in parse(site[page]).links:
+            target, _, fragment = link.partition("#")
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(page), target)) \
+                if target else page
+            assert resolved in site or any(re.fullmatch(p, resolved) for p in CAM_ASSETS), \
+                f"{page}: {link} points nowhere"
+            if fragment and resolved.endswith(".html"):
+                assert fragment in parse(site[resolved]).ids, f"{page}: no #{fragment} in {resolved}"
+
+
+def test_embedding_map_links_every_image_once(site):
+    report = json.loads(site["report.json"])
+    html = site[layout.EMBEDDING_PAGE].decode()
+    links = re.findall(r'<a href="([^"]+)"><title>', html)
+    assert sorted(links) == sorted(image["page"] for image in report["images"])
+    assert html.count('stroke="#000000" stroke-width="1.5"/></a>') == \
+        sum(i["true_label"] != i["predicted_label"] for i in report["images"])
+    svg = html[html.index('<svg class="embedding"'):]
+    assert "<script" not in svg and " on" not in svg.split("</svg>")[0].replace(" one", "")
+
+
+def test_report_json_carries_the_explanations(site):
+    report = json.loads(site["report.json"])
+    assert report["explanations"] == {
+        "cam_layer": "block/conv", "cam_target": "logit",
+        "embedding": {"layer": "predictions", "method": "pca",
+                      "explained_variance": report["explanations"]["embedding"][
+                          "explained_variance"]}}
+    calibration = report["metrics"]["calibration"]
+    assert calibration["bins"] == 10 and sum(calibration["counts"]) == 6
+    for image in report["images"]:
+        assert image["label_quality"] == image["probabilities"][image["true_label"]]
+        assert image["cam"]["class"] == image["predicted_label"]
+        assert np.array(image["cam"]["map"]).shape == (3, 2)
+        assert ("cam_true" in image) == (image["true_label"] != image["predicted_label"])
+        assert len(image["embedding"]) == 2
+
+
+def test_reliability_diagram_and_ece_on_the_results_page(site):
+    report = json.loads(site["report.json"])
+    html = site["results.html"].decode()
+    assert f"{report['metrics']['calibration']['ece']:.4f}" in html
+    assert html.count('fill="#4c78a8"') == sum(1 for c in report["metrics"]["calibration"]["counts"] if c)
+    assert "channel 2 (+0.5)" in html
+
+
+def test_label_errors_page_ranks_by_label_quality(site):
+    report = json.loads(site["report.json"])
+    html = site[layout.LABEL_ERRORS_PAGE].decode()
+    expected = sorted(report["images"], key=lambda i: (i["label_quality"], i["path"]))
+    found = re.findall(r'<td class="num">([0-9.]+)</td>', html)
+    assert found == [f"{i['label_quality']:.3f}" for i in expected]
+
+
+def test_no_explain_renders_as_before():
+    plain = dict(render_site(tiny_report()))
+    assert layout.LABEL_ERRORS_PAGE not in plain and layout.EMBEDDING_PAGE not in plain
+    report = json.loads(plain["report.json"])
+    assert report["explanations"] is None and report["metrics"]["calibration"] is None
+    assert "cam" not in report["images"][0]
+
+
+def test_even_sample_caps_the_embedding_points(monkeypatch):
+    from reportgen import render_explain
+
+    monkeypatch.setattr(render_explain, "even_sample",
+                        lambda labels: explain.even_sample(labels, max_points=3))
+    html = dict(render_site(explained(tiny_report())))[layout.EMBEDDING_PAGE].decode()
+    assert len(re.findall(r"<a href=\"[^\"]+\"><title>", html)) == 3
+    assert "3 of 6 test images" in html
