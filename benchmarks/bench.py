@@ -536,7 +536,8 @@ def gather_report(clock: StageClock, site, probe, accumulators, dataset, loaded,
         _, _, grid_height, grid_width = drawing.grid_shape(height, width, channels)
         layers.append(LayerEntry(index=index, path=layer.path, slug=slug,
                                  type_name=layer.type_name, output_shape=layer.output_shape,
-                                 grid_size_px=(grid_width, grid_height), stats=stats))
+                                 grid_size_px=(grid_width, grid_height), stats=stats,
+                                 shown_channels=tuple(range(channels))))
         for channel in (c for c in stats.channels if c.top and not c.dead):
             top_maps = [t.feature_map for t in channel.top]
             low = min(0.0, min(float(m.min()) for m in top_maps))
@@ -563,7 +564,7 @@ def gather_report(clock: StageClock, site, probe, accumulators, dataset, loaded,
                                 len(dataset.class_names)),
         history=loaded.history, validation="unknown", data_name=dataset.root.name, skipped=(),
         empty_classes=(), scale="layer", colormap="viridis", images_per_page=24,
-        drawn_images=len(paths))
+        drawn_indices=tuple(range(len(paths))))
 
 
 def render_and_write(clock: StageClock, site, report) -> int:
