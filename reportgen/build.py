@@ -41,6 +41,7 @@ MB = 1_000_000
 # its thumbnails on class and cell pages, its entry in report.json (upper ends of measured sites).
 PAGE_BYTES_PER_IMAGE = 6_000
 PAGE_BYTES_PER_IMAGE_AND_CLASS = 40  # probability bars and report.json probabilities
+PAGE_BYTES_PER_CHANNEL = 4_000  # a channel's atlas entry and report.json statistics
 
 
 @dataclass(frozen=True)
@@ -275,9 +276,10 @@ def layer_entries(probe, layer_slugs: list[str], accumulators: list, max_channel
     return layers
 
 
-def page_bytes(n_images: int, n_classes: int) -> int:
+def page_bytes(n_images: int, n_classes: int, n_channels: int) -> int:
     """Estimated bytes of every page and report.json apart from the feature-map galleries."""
-    return n_images * (PAGE_BYTES_PER_IMAGE + PAGE_BYTES_PER_IMAGE_AND_CLASS * n_classes)
+    return (n_images * (PAGE_BYTES_PER_IMAGE + PAGE_BYTES_PER_IMAGE_AND_CLASS * n_classes)
+            + n_channels * PAGE_BYTES_PER_CHANNEL)
 
 
 def _subset(test: Split, indices: list[int]) -> Split:
@@ -379,7 +381,8 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
                                              statistics.probabilities.max(axis=1).tolist())
             workers.drain()
             budget = options.max_site_mb * MB
-            fixed = site.bytes_written + page_bytes(n_images, len(class_names))
+            fixed = site.bytes_written + page_bytes(
+                n_images, len(class_names), sum(layer.output_shape[2] for layer in layers))
             grid_pixels = [math.prod(layer.grid_size_px) for layer in layers]
             site_plan = plan.plan_site(priority, grid_pixels, fixed, budget,
                                        options.max_gallery_images)

@@ -215,6 +215,7 @@ DEFAULT_MAX_SITE_MB = 1000  # GitHub Pages' limit
 # Bytes of a palette PNG per grid pixel at zlib level 1, and of page HTML per drawn grid:
 # upper ends of what `nox -s bench` measures, so a plan errs towards a smaller site.
 PNG_BYTES_PER_PIXEL = 0.6
+PNG_FILE_BYTES = 850  # signature, header, the 768-byte palette, chunk framing
 HTML_BYTES_PER_GRID = 900
 
 
@@ -244,7 +245,7 @@ def gallery_priority(true_labels: Sequence[int], predicted_labels: Sequence[int]
 
 def grid_bytes(grid_pixels: int) -> int:
     """Estimated bytes of one drawn grid: its PNG and its share of the pages showing it."""
-    return math.ceil(grid_pixels * PNG_BYTES_PER_PIXEL) + HTML_BYTES_PER_GRID
+    return math.ceil(grid_pixels * PNG_BYTES_PER_PIXEL) + PNG_FILE_BYTES + HTML_BYTES_PER_GRID
 
 
 def plan_site(priority: Sequence[int], grid_pixels: Sequence[int], fixed_bytes: int,

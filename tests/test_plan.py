@@ -191,7 +191,7 @@ def test_gallery_priority_puts_confident_mistakes_first_then_classes_in_turn():
 
 def test_site_plan_draws_as_many_images_as_the_budget_allows():
     per_image = grid_bytes(1000) + grid_bytes(200)
-    assert per_image == 600 + 900 + 120 + 900
+    assert per_image == 600 + 850 + 900 + 120 + 850 + 900
     priority = [4, 1, 0, 3, 5, 2]
     plan = plan_site(priority, [1000, 200], fixed_bytes=10_000,
                      budget_bytes=10_000 + 3 * per_image + per_image // 2)
