@@ -37,11 +37,15 @@ from reportgen.site import SiteWriter, check_target
 GITHUB_PAGES_LIMIT_BYTES = 1_000_000_000
 INFERENCE_BATCH = plan.MAX_BATCH  # the largest batch; the memory plan may choose a smaller one
 MB = 1_000_000
-# What pages and report.json cost per test image, with or without feature maps: an image page,
-# its thumbnails on class and cell pages, its entry in report.json (upper ends of measured sites).
-PAGE_BYTES_PER_IMAGE = 6_000
-PAGE_BYTES_PER_IMAGE_AND_CLASS = 40  # probability bars and report.json probabilities
-PAGE_BYTES_PER_CHANNEL = 4_000  # a channel's atlas entry and report.json statistics
+# What pages and report.json cost apart from feature-map grids, measured on built sites and
+# rounded up: per test image (its page, thumbnails, report.json entry), per channel (atlas
+# entry with its top images, report.json statistics), and per class on each of those
+# (probability bars, class means; heatmap cells up to the matrix-table limit).
+PAGE_BYTES_PER_IMAGE = 9_000
+PAGE_BYTES_PER_IMAGE_AND_CLASS = 60
+PAGE_BYTES_PER_CHANNEL = 5_500
+PAGE_BYTES_PER_CHANNEL_AND_CLASS = 30
+PAGE_BYTES_PER_HEATMAP_CELL = 160
 
 
 @dataclass(frozen=True)
@@ -278,8 +282,12 @@ def layer_entries(probe, layer_slugs: list[str], accumulators: list, max_channel
 
 def page_bytes(n_images: int, n_classes: int, n_channels: int) -> int:
     """Estimated bytes of every page and report.json apart from the feature-map galleries."""
+    from reportgen.render import MATRIX_TABLE_MAX_CLASSES
+
+    heatmap_rows = n_classes if n_classes <= MATRIX_TABLE_MAX_CLASSES else 0
     return (n_images * (PAGE_BYTES_PER_IMAGE + PAGE_BYTES_PER_IMAGE_AND_CLASS * n_classes)
-            + n_channels * PAGE_BYTES_PER_CHANNEL)
+            + n_channels * (PAGE_BYTES_PER_CHANNEL + PAGE_BYTES_PER_CHANNEL_AND_CLASS * n_classes
+                            + PAGE_BYTES_PER_HEATMAP_CELL * heatmap_rows))
 
 
 def _subset(test: Split, indices: list[int]) -> Split:
