@@ -174,8 +174,10 @@ FLOAT_BYTES = 4
 # Copies of one batch's selected maps alive at once: TensorFlow's output, the statistics'
 # temporaries, and a batch being drawn while the next is computed (benchmarks/results.md).
 MAP_COPIES = 4
-# TensorFlow keeps a layer's input and output while computing it: the biggest layer, twice.
-WORKING_COPIES = 2
+# TensorFlow's working set per image of a batch, in units of the model's biggest layer:
+# MobileNetV2 at 224x224 measured about 25-30 MB per image of batch, 6 times its biggest
+# layer (4.8 MB), of which the selected maps' copies above are about 10 (benchmarks/results.md).
+WORKING_COPIES = 4
 # The top-k maps of every channel, and a second set while a batch is merged in.
 TOP_K_COPIES = 2
 

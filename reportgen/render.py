@@ -38,7 +38,7 @@ ATLAS_CHANNELS_PER_PAGE = 64
 RANKING_SHOWN = 64
 # A gallery page holds at most this many pixels of grids (about 15 screens), so pages of
 # big maps hold fewer images.
-GALLERY_PAGE_GRID_PX = 12_000
+GALLERY_PAGE_GRID_PX = 8_000
 GALLERY_ENTRY_EXTRA_PX = 40  # caption and spacing per gallery entry
 
 
@@ -86,6 +86,16 @@ def integer_scale(target_px: int, size_px: int, max_px: int | None = None) -> in
     return scale
 
 
+def fit_size(target_px: int, height: int, width: int) -> tuple[int, int]:
+    """(height, width) on the page: small pictures zoomed by a whole number (crisp pixels),
+    pictures bigger than ``target_px`` shrunk to it, keeping their shape."""
+    longest = max(height, width)
+    if longest <= target_px:
+        scale = integer_scale(target_px, longest)
+        return height * scale, width * scale
+    return max(1, round(height * target_px / longest)), max(1, round(width * target_px / longest))
+
+
 # -- views -----------------------------------------------------------------------------------
 
 class Views:
@@ -94,7 +104,7 @@ class Views:
     def __init__(self, report: Report):
         self.report = report
         height, width = report.model.input_shape[:2]
-        self.thumb_scale = integer_scale(THUMB_TARGET_PX, max(height, width))
+        self.thumb_size = fit_size(THUMB_TARGET_PX, height, width)
         self.input_size = (height, width)
         self.drawn = report.drawn
         # Position of each drawn image in the galleries, by image index.
@@ -111,8 +121,8 @@ class Views:
             "src": layout.input_asset(image.slug),
             "path": image.path,
             "name": posixpath.basename(image.path),
-            "width": width * self.thumb_scale,
-            "height": height * self.thumb_scale,
+            "width": self.thumb_size[1],
+            "height": self.thumb_size[0],
             "true_name": self.class_name(image.true_label),
             "predicted_name": self.class_name(image.predicted_label),
             "correct": image.correct,
@@ -474,9 +484,12 @@ def atlas_view(report: Report, layer: LayerEntry, views: Views, page: int) -> di
     """One page of a layer's channel atlas: ATLAS_CHANNELS_PER_PAGE channels."""
     stats = layer.stats
     height, width = views.input_size
-    tile_scale = integer_scale(ATLAS_TILE_TARGET_PX, max(height, width))
+    tile_height, tile_width = fit_size(ATLAS_TILE_TARGET_PX, height, width)
     map_h, map_w = layer.output_shape[:2]
-    strip_scale = max(1, (width * tile_scale + 1) // (map_w + 1))
+    # Each map about as wide as its top image's tile: a whole-number zoom for small maps,
+    # shrunk for maps wider than the tile.
+    strip_zoom = (max(1, (tile_width + 1) // (map_w + 1)) if map_w <= tile_width
+                  else (tile_width + 1) / (map_w + 1))
     max_class_mean = max((m for ch in stats.channels for m in ch.class_means if math.isfinite(m)),
                          default=0.0)
     start = (page - 1) * ATLAS_CHANNELS_PER_PAGE
@@ -504,12 +517,12 @@ def atlas_view(report: Report, layer: LayerEntry, views: Views, page: int) -> di
             "profile": [{"name": report.class_names[c], "value": number(ch.class_means[c])}
                         for c in classes],
             "top": top,
-            "tile": width * tile_scale,
-            "tile_height": height * tile_scale,
+            "tile": tile_width,
+            "tile_height": tile_height,
             "strip": {
                 "src": layout.atlas_asset(layer.slug, ch.index),
-                "width": (len(ch.top) * (map_w + 1) - 1) * strip_scale,
-                "height": map_h * strip_scale,
+                "width": round((len(ch.top) * (map_w + 1) - 1) * strip_zoom),
+                "height": max(1, round(map_h * strip_zoom)),
                 "alt": f"channel {ch.index} on its top images",
             } if ch.top else None,
         })

@@ -167,9 +167,9 @@ def test_memory_plan_sizes_the_batch_from_the_selected_maps():
     # One 10x10x10 layer (4,000 bytes); the biggest layer of the model 20x20x10 (16,000).
     plan = plan_memory([(10, 10, 10)], [(10, 10, 10), (20, 20, 10)], (8, 8, 3), top_k=9,
                        budget_bytes=1_000_000)
-    assert plan.bytes_per_image == 4 * 4_000 + 2 * 16_000 + 768
+    assert plan.bytes_per_image == 4 * 4_000 + 4 * 16_000 + 768
     assert plan.fixed_bytes == 2 * 9 * 4_000
-    assert plan.batch_size == (1_000_000 - 72_000) // 48_768 == 19
+    assert plan.batch_size == (1_000_000 - 72_000) // 80_768 == 11
     assert not plan.over_budget
 
 
