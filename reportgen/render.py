@@ -400,7 +400,8 @@ def listing_pages(report: Report, views: Views) -> Iterator[tuple[str, str, dict
     """(page path, title, view) for every non-empty confusion cell and every class, paged.
 
     One pass groups the images, so the work grows with images and classes, never with
-    classes squared.
+    classes squared. Beyond MATRIX_TABLE_MAX_CLASSES the diagonal cells get no pages of
+    their own: nothing links to them, and their class pages list the same images.
     """
     names, slugs = report.class_names, report.class_slugs
     cells: dict[tuple[int, int], list[ImageEntry]] = {}
@@ -409,6 +410,8 @@ def listing_pages(report: Report, views: Views) -> Iterator[tuple[str, str, dict
         cells.setdefault((image.true_label, image.predicted_label), []).append(image)
         classes[image.true_label].append(image)
     for (t, p), items in sorted(cells.items()):
+        if t == p and views.many_classes:
+            continue  # the class page lists these; the matrix picture links to no cell
         items.sort(key=lambda i: (-i.confidence, i.path))
         verb = "correctly" if t == p else f"as {names[p]}"
         yield from _paged_listing(
