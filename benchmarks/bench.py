@@ -38,6 +38,9 @@ from PIL import Image
 
 from reportgen import drawing
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import big_models  # noqa: E402  (a sibling script, not a package)
+
 N_CLASSES = 3  # the bundled shapes
 ARTICLE_PER_CLASS, ARTICLE_TEST_FRACTION = 100, 0.3  # the article's split
 ARTICLE_TEST_IMAGES = 90
@@ -838,6 +841,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=here / "results.md", help="results file")
     parser.add_argument("--work", type=Path, default=here.parent / "output" / "bench",
                         help="datasets, model, logs and sites (git-ignored; reused)")
+    parser.add_argument("--big-images", type=int, default=1000,
+                        help="MobileNetV2 test images (big_models.py)")
+    parser.add_argument("--classes", type=int, default=1000, help="classes of the many-class build")
+    parser.add_argument("--class-images", type=int, default=2000,
+                        help="test images of the many-class build")
     args = parser.parse_args(argv)
     args.sizes = sorted({int(size) for size in args.sizes.split(",")})
     return args
@@ -892,6 +900,8 @@ def main(argv: list[str] | None = None) -> None:
     lines += stages_section(stages, startup, next((r for r in jobs_runs if r.jobs == 1), None))
     lines += png_section(png_settings, len(images))
     lines += jobs_section(jobs_runs, threads, len(maps) * len(images))
+    lines += ["", *big_models.sections(work / "big", args.big_images, args.classes,
+                                       args.class_images)]
     args.out.write_text("\n".join(lines).rstrip() + "\n")
     log(f"wrote {args.out}")
 

@@ -68,7 +68,7 @@ def thumb_targets(site: Path, page: str) -> list[str]:
 def test_every_page_loads_cleanly_in_chromium(small_site, small_site_crawl):
     pages = browser.html_pages(small_site)
     assert sorted(small_site_crawl) == pages
-    assert len(pages) > 60  # overview, results, cells, classes, images, 3 pages per layer, 404
+    assert len(pages) > 40  # overview, results, non-empty cells, classes, images, layers, 404
     assert browser.problems(small_site_crawl) == []
 
 
