@@ -477,7 +477,7 @@ def measure_stages(work: Path, data: Path, model_path: Path) -> StageResult:
     probabilities, pictures = [], []
     batches = iter_batches(test, spec, INFERENCE_BATCH)
     while (batch := clock.time(DECODE, next, batches, None)) is not None:
-        probs, maps = clock.time(FORWARD, probe, batch.images)
+        probs, maps = clock.time(FORWARD, probe, batch.images / np.float32(255))  # "unit"
         position = sum(map(len, probabilities))
         probabilities.append(probs)
         labels = true_labels[position:position + len(probs)]
@@ -879,6 +879,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model = load_with_sidecar(model_path).model
     images, _ = load_split(scan_dataset(article_data).test, input_spec(model))
+    images /= np.float32(255)  # the article's network takes [0, 1] ("unit")
     probe = ActivationProbe(model)
     _, maps = probe(images)
     palette = drawing.colormap_palette()

@@ -78,7 +78,8 @@ def _unpack_singleton(tensors: list):
     return tensors[0] if len(tensors) == 1 else tensors
 
 
-def _is_graph_model(operation) -> bool:
+def is_graph_model(operation) -> bool:
+    """A Sequential or functional model: one reportgen can look inside."""
     return isinstance(operation, keras.Sequential | Functional)
 
 
@@ -106,7 +107,7 @@ def _replay(model: keras.Model, inputs, nested_probes: dict[int, _NestedProbe]) 
         # Operations that are not layers (keras.ops in a functional graph) sort last.
         order = (positions.get(id(operation), len(positions)), n_call)
         fed_by = sources_of(args, kwargs)
-        if _is_graph_model(operation):
+        if is_graph_model(operation):
             # Call-time kwargs (training=, mask=) are dropped: the probe only ever
             # runs in inference mode, which Keras passes down to nested layers.
             nested = _nested_probe(operation, nested_probes)
@@ -165,7 +166,7 @@ def _nested_probe(model: keras.Model, nested_probes: dict[int, _NestedProbe]) ->
 
 def _image_input(model: keras.Model) -> keras.KerasTensor:
     """A fresh input like the model's one image input, after checking it is a classifier."""
-    if not _is_graph_model(model):
+    if not is_graph_model(model):
         raise UserError(f"model '{model.name}' is a subclassed {type(model).__name__}; "
                         "reportgen can only look inside Sequential and functional Keras models")
     try:
@@ -248,9 +249,13 @@ class _HasImages(Protocol):
 B = TypeVar("B", bound=_HasImages)
 
 
-def stream(probe: ActivationProbe, batches: Iterable[B]
+def stream(probe: ActivationProbe, batches: Iterable[B],
+           prepare: Callable[[np.ndarray], np.ndarray] | None = None
            ) -> Iterator[tuple[B, np.ndarray, list[np.ndarray]]]:
-    """For each batch, yield (batch, probabilities, feature_maps) before computing the next."""
+    """For each batch, yield (batch, probabilities, feature_maps) before computing the next.
+
+    ``prepare`` turns a batch's pixels into the model's input (the input contract).
+    """
     for batch in batches:
-        probabilities, feature_maps = probe(batch.images)
+        probabilities, feature_maps = probe(prepare(batch.images) if prepare else batch.images)
         yield batch, probabilities, feature_maps

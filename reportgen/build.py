@@ -1,10 +1,12 @@
 """``reportgen build``: data and model in, a static site out.
 
-Gather, then write: one streamed pass over the test images feeds predictions,
-statistics and feature-map pictures; then the report model is complete and the
-pages are rendered. Pictures are written during the pass (holding every feature
-map of thousands of images in memory is what this design avoids); everything is
-written into a temporary folder that only replaces the old site at the end.
+Plan, gather, then write. The layer and memory plans come from the model's graph;
+a first pass over the test images gives predictions and every channel's statistics
+(the channel and site plans need both); a second pass draws the feature maps of
+the planned images; then the report model is complete and the pages are rendered.
+Pictures are written during the passes (holding every feature map of thousands of
+images in memory is what this design avoids); everything is written into a
+temporary folder that only replaces the old site at the end.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class BuildOptions:
     model_cache: Path = Path("output/model/model.keras")
     retrain: bool = False
     trust_model: bool = False
+    preprocess: str = "auto"  # reportgen.inputs.PREPROCESS_CHOICES
+    resize: str = "stretch"  # reportgen.data.RESIZE_METHODS
     layer_patterns: tuple[str, ...] = ()
     scale: str = "layer"
     colormap: str = "viridis"
@@ -68,8 +72,18 @@ class BuildOptions:
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     strict: bool = False
     title: str | None = None
+    site_url: str | None = None  # where the site will be published, ending in "/" (publish.site_url)
     generate_missing_data: bool = False
     train: TrainOptions = field(default_factory=TrainOptions)
+
+
+@dataclass(frozen=True)
+class ObtainedModel:
+    model: object  # keras.Model
+    class_names: tuple[str, ...]
+    history: object  # History | None
+    source: str  # "trained by reportgen" or the model file's name
+    sidecar: dict | None  # what reportgen recorded when it trained the model
 
 
 @dataclass(frozen=True)
@@ -126,8 +140,9 @@ def data_fingerprint(dataset: Dataset, train_options) -> str:
     return digest.hexdigest()
 
 
-def obtain_model(options: BuildOptions, dataset: Dataset, echo: Callable[[str], None] = _echo):
-    """(model, class names, history, source) from --model, the cache, or a fresh training run."""
+def obtain_model(options: BuildOptions, dataset: Dataset,
+                 echo: Callable[[str], None] = _echo) -> ObtainedModel:
+    """The model from --model, the cache, or a fresh training run."""
     from reportgen import model as model_stage
 
     if options.model_path is not None:
@@ -136,7 +151,8 @@ def obtain_model(options: BuildOptions, dataset: Dataset, echo: Callable[[str], 
         if options.history_path is not None:
             history = read_history(options.history_path)
         class_names = _check_classes(loaded, dataset, options.model_path)
-        return loaded.model, class_names, history, options.model_path.name
+        return ObtainedModel(loaded.model, class_names, history, options.model_path.name,
+                             loaded.sidecar)
     fingerprint = data_fingerprint(dataset, options.train)
     cache = options.model_cache
     sidecar = model_stage.read_sidecar(cache) if cache.exists() else None
@@ -144,14 +160,16 @@ def obtain_model(options: BuildOptions, dataset: Dataset, echo: Callable[[str], 
         echo(f"Reusing the model trained earlier on the same data and options: {cache} "
              "(--retrain trains a new one)")
         loaded = model_stage.load_with_sidecar(cache)
-        return loaded.model, loaded.class_names, loaded.history, "trained by reportgen"
+        return ObtainedModel(loaded.model, loaded.class_names, loaded.history,
+                             "trained by reportgen", loaded.sidecar)
     echo(f"Training the article's CNN on {dataset.root} ({len(dataset.train.images)} images, "
          f"{options.train.epochs} epochs of {options.train.steps_per_epoch} steps)")
     trained, history = model_stage.train(dataset, options.train, report=echo)
     model_stage.save(trained, history, dataset.class_names, options.train, cache, fingerprint)
     echo(f"Best epoch {history.best_epoch}: validation accuracy "
          f"{max(history.val_accuracy):.4f}; model saved to {cache}")
-    return trained, dataset.class_names, history, "trained by reportgen"
+    return ObtainedModel(trained, dataset.class_names, history, "trained by reportgen",
+                         model_stage.read_sidecar(cache))
 
 
 def _check_classes(loaded, dataset: Dataset, path: Path) -> tuple[str, ...]:
@@ -229,7 +247,7 @@ class StatisticsPass:
     accumulators: list  # one LayerStatsAccumulator per shown layer
 
 
-def statistics_pass(probe, test: Split, spec, true_labels: np.ndarray, class_count: int,
+def statistics_pass(probe, test: Split, contract, true_labels: np.ndarray, class_count: int,
                     image_slugs: list[str], batch_size: int, workers: _Workers) -> StatisticsPass:
     """Predictions and every channel's statistics over every test image; inputs drawn on the way.
 
@@ -245,7 +263,8 @@ def statistics_pass(probe, test: Split, spec, true_labels: np.ndarray, class_cou
                     for layer in probe.layers]
     position = 0
     with click.progressbar(length=n_images, label="Reading test images", file=sys.stderr) as bar:
-        for batch, probs, maps in stream(probe, iter_batches(test, spec, batch_size)):
+        batches = iter_batches(test, contract.spec, batch_size)
+        for batch, probs, maps in stream(probe, batches, contract.prepare):
             n = len(batch.records)
             probabilities[position:position + n] = probs
             paths = [r.path for r in batch.records]
@@ -294,13 +313,14 @@ def _subset(test: Split, indices: list[int]) -> Split:
     return dataclasses.replace(test, images=tuple(test.images[i] for i in indices))
 
 
-def _draw_maps(probe, test: Split, spec, indices: list[int], layers: list[LayerEntry],
+def _draw_maps(probe, test: Split, contract, indices: list[int], layers: list[LayerEntry],
                image_slugs: list[str], batch_size: int, workers: _Workers, bar) -> None:
     from reportgen.activations import stream
 
     slugs = [image_slugs[i] for i in indices]
     position = 0
-    for batch, _, maps in stream(probe, iter_batches(_subset(test, indices), spec, batch_size)):
+    batches = iter_batches(_subset(test, indices), contract.spec, batch_size)
+    for batch, _, maps in stream(probe, batches, contract.prepare):
         n = len(batch.records)
         workers.draw_layers(slugs[position:position + n],
                             [(layer.slug, layer_maps, layer.shown_channels)
@@ -309,7 +329,7 @@ def _draw_maps(probe, test: Split, spec, indices: list[int], layers: list[LayerE
         bar.update(n)
 
 
-def drawing_pass(probe, test: Split, spec, site_plan: plan.SitePlan, priority: list[int],
+def drawing_pass(probe, test: Split, contract, site_plan: plan.SitePlan, priority: list[int],
                  room_bytes: int, layers: list[LayerEntry], image_slugs: list[str],
                  batch_size: int, workers: _Workers) -> tuple[int, ...]:
     """Feature-map grids of the planned images; returns the images actually drawn.
@@ -326,7 +346,7 @@ def drawing_pass(probe, test: Split, spec, site_plan: plan.SitePlan, priority: l
                            file=sys.stderr) as bar:
         workers.drain()
         before = workers.site.bytes_written
-        _draw_maps(probe, test, spec, first, layers, image_slugs, batch_size, workers, bar)
+        _draw_maps(probe, test, contract, first, layers, image_slugs, batch_size, workers, bar)
         workers.drain()
         measured = ((workers.site.bytes_written - before) / len(first)
                     + plan.HTML_BYTES_PER_GRID * len(layers))
@@ -334,7 +354,7 @@ def drawing_pass(probe, test: Split, spec, site_plan: plan.SitePlan, priority: l
             allowed = max(0, int((room_bytes - measured * len(first)) // measured))
             wanted = set(rest)
             rest = sorted([i for i in priority if i in wanted][:allowed])
-        _draw_maps(probe, test, spec, rest, layers, image_slugs, batch_size, workers, bar)
+        _draw_maps(probe, test, contract, rest, layers, image_slugs, batch_size, workers, bar)
     return tuple(first + rest)
 
 
@@ -345,16 +365,19 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
     palette = drawing.colormap_palette(options.colormap)
     dataset = prepare_data(options, echo)
     check_target(options.out, [dataset.root])  # refuse a bad --out before minutes of training
-    model, class_names, history, source = obtain_model(options, dataset, echo)
+    obtained = obtain_model(options, dataset, echo)
+    model, class_names, history = obtained.model, obtained.class_names, obtained.history
     stage_seconds["model"] = time.perf_counter() - started
 
     from reportgen.activations import ActivationProbe
-    from reportgen.model import input_spec
+    from reportgen.inputs import collapse_warnings, decide
     from reportgen.render import render_site
     from reportgen.report import FeatureLayerRow, model_info
     from reportgen.stats import TOP_K
 
-    spec = input_spec(model)
+    contract = decide(model, obtained.sidecar, options.preprocess, resize=options.resize)
+    echo(f"Input: {contract.description}")
+    spec = contract.spec
     patterns = options.layer_patterns
     probe = ActivationProbe(model, select=lambda layers: plan.plan_layers(layers, patterns).shown)
     layer_plan = plan.plan_layers(probe.all_layers, patterns)
@@ -377,7 +400,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
         workers = _Workers(site, options.jobs, palette, options.scale)
         try:
             pass_started = time.perf_counter()
-            statistics = statistics_pass(probe, test, spec, true_labels, len(class_names),
+            statistics = statistics_pass(probe, test, contract, true_labels, len(class_names),
                                          image_slugs, memory.batch_size, workers)
             layers = layer_entries(probe, layer_slugs, statistics.accumulators,
                                    options.max_channels, palette, site)
@@ -394,7 +417,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
             grid_pixels = [math.prod(layer.grid_size_px) for layer in layers]
             site_plan = plan.plan_site(priority, grid_pixels, fixed, budget,
                                        options.max_gallery_images)
-            drawn = drawing_pass(probe, test, spec, site_plan, priority, budget - fixed, layers,
+            drawn = drawing_pass(probe, test, contract, site_plan, priority, budget - fixed, layers,
                                  image_slugs, memory.batch_size, workers)
             workers.drain()
             stage_seconds["drawing"] = time.perf_counter() - drawing_started
@@ -406,13 +429,17 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
                 for metric in ("accuracy", "loss"):
                     site.write(layout.curve_asset(metric), learning_curve_svg(history, metric))
             metrics = compute_metrics(true_labels, predicted, len(class_names))
-            warnings = _warnings(dataset, len(drawn), n_images, options, site_plan)
+            best_val = max(history.val_accuracy) if history and history.val_accuracy else None
+            warnings = (*collapse_warnings(true_labels, statistics.probabilities, class_names,
+                                           contract, best_val),
+                        *_warnings(dataset, len(drawn), n_images, options, site_plan))
             shown = set(layer_plan.shown)
             report = Report(
                 title=options.title or f"{model.name} on {dataset.root.name}",
                 class_names=tuple(class_names),
                 class_slugs=tuple(_unique_slugs(list(class_names))),
-                model=model_info(model, source),
+                model=model_info(model, obtained.source),
+                input_contract=contract,
                 images=images_from_predictions([r.path for r in test.images], image_slugs,
                                                true_labels, statistics.probabilities),
                 layers=tuple(layers),
@@ -435,7 +462,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
                 layer_rule=layer_plan.rule,
                 max_channels=options.max_channels,
             )
-            for path, data in render_site(report):
+            for path, data in render_site(report, site_url=options.site_url):
                 site.write(path, data)
         finally:
             workers.close()

@@ -91,6 +91,29 @@ def training_options(command):
     return command
 
 
+def input_options(command):
+    """How test images become the model's input: ``build`` and ``predict`` share these."""
+    from reportgen.data import RESIZE_METHODS
+    from reportgen.inputs import PREPROCESS_CHOICES
+
+    options = [
+        click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
+                     metavar="MODE",
+                     help="Pixels the model was trained on: auto (read from the model or its "
+                          "sidecar; else unit, said to be a guess), unit [0, 1], raw 0-255, "
+                          "symmetric [-1, 1], caffe, torch, or a keras.applications module "
+                          "(mobilenet_v2, resnet50, efficientnet, convnext, ...) for its own "
+                          "preprocess_input."),
+        click.option("--resize", type=click.Choice(RESIZE_METHODS), default="stretch",
+                     help="How an image of another size reaches the model's: stretch "
+                          "(bilinear, as image_dataset_from_directory), crop (centre crop to "
+                          "the model's aspect ratio first) or pad (letterbox in black)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _train_options(epochs, steps_per_epoch, batch_size, validation_split, seed):
     from reportgen.options import TrainOptions
 
@@ -137,14 +160,16 @@ def train(data: Path, out: Path, **training) -> None:
 @click.option("--classes", help="Comma-separated class names, if the model has no sidecar.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
 @click.option("--trust-model", is_flag=True, help="Allow models that contain Python code.")
+@input_options
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @user_errors
 def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: bool,
-            images: tuple[Path, ...]) -> None:
+            preprocess: str, resize: str, images: tuple[Path, ...]) -> None:
     """Classify images that are not in any test set."""
     import json
 
     from reportgen import model as model_stage
+    from reportgen.inputs import decide
 
     loaded = model_stage.load_with_sidecar(model_path, trust=trust_model)
     n_outputs = model_stage.n_classes(loaded.model)
@@ -152,7 +177,9 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
     names = list(names) if names else [str(i) for i in range(n_outputs)]
     if len(names) != n_outputs:
         raise UserError(f"the model predicts {n_outputs} classes but {len(names)} names were given")
-    probabilities = model_stage.predict_files(loaded.model, list(images))
+    contract = decide(loaded.model, loaded.sidecar, preprocess, resize=resize)
+    click.echo(f"Input: {contract.description}", err=True)
+    probabilities = model_stage.predict_files(loaded.model, list(images), contract)
     for path, probs in zip(images, probabilities, strict=True):
         best = int(probs.argmax())
         if as_json:
@@ -204,27 +231,37 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
               help="Worker threads drawing and encoding feature maps.")
 @click.option("--strict", is_flag=True, help="Fail if any image file cannot be read.")
 @click.option("--title", help="Site title (default: model and data names).")
+@click.option("--site-url", help="Where the site will be published, e.g. "
+                                 "https://you.github.io/repo/: adds a sitemap.xml and canonical "
+                                 "links, and lets 404.html work at any path. Without it every "
+                                 "link is relative.")
+@input_options
 @training_options
 @user_errors
 def build(data: Path, out: Path, model_path: Path | None, history_path: Path | None,
-          retrain: bool, trust_model: bool, layer_patterns: tuple[str, ...], scale: str,
+          retrain: bool, trust_model: bool, preprocess: str, resize: str,
+          layer_patterns: tuple[str, ...], scale: str,
           colormap: str, images_per_page: int, max_gallery_images: int | None,
           max_channels: int, memory_budget_mb: int, max_site_mb: int, jobs: int,
-          strict: bool, title: str | None, **training) -> None:
+          strict: bool, title: str | None, site_url: str | None, **training) -> None:
     """Write the HTML report: train or load, run every test image."""
-    from reportgen.build import BuildOptions
-    from reportgen.build import build as build_site
+    from reportgen.publish import site_url as checked_site_url
 
     if history_path is not None and model_path is None:
         raise UserError("--history goes with --model; a model trained here records its own")
+    if site_url is not None:
+        site_url = checked_site_url(site_url)
+    from reportgen.build import BuildOptions
+    from reportgen.build import build as build_site
     _install_sigterm_handler()
     options = BuildOptions(
         data=data, out=out, model_path=model_path, history_path=history_path, retrain=retrain,
-        trust_model=trust_model, layer_patterns=layer_patterns, scale=scale, colormap=colormap,
+        trust_model=trust_model, preprocess=preprocess, resize=resize,
+        layer_patterns=layer_patterns, scale=scale, colormap=colormap,
         images_per_page=images_per_page, max_gallery_images=max_gallery_images,
         max_channels=max_channels, memory_budget_mb=memory_budget_mb, max_site_mb=max_site_mb,
         jobs=jobs,
-        strict=strict, title=title, generate_missing_data=data == DEFAULT_DATA,
+        strict=strict, title=title, site_url=site_url, generate_missing_data=data == DEFAULT_DATA,
         train=_train_options(**training),
     )
     from reportgen.site import InterruptedAfterSwap
@@ -261,12 +298,19 @@ def serve(site: Path, port: int) -> None:
 @click.option("--branch", default="gh-pages", help="Branch that GitHub Pages serves.")
 @click.option("--message", default="Deploy reportgen site", help="Commit message.")
 @click.option("--no-push", is_flag=True, help="Commit to the branch but do not push.")
+@click.option("--site-url", help="The address the site is published at, to check that the site "
+                                 "was built for it  [default: the GitHub Pages address of "
+                                 "--remote]")
 @user_errors
-def gh_deploy(site: Path, remote: str, branch: str, message: str, no_push: bool) -> None:
+def gh_deploy(site: Path, remote: str, branch: str, message: str, no_push: bool,
+              site_url: str | None) -> None:
     """Publish the built site to the gh-pages branch."""
     from reportgen.publish import gh_deploy as deploy
+    from reportgen.publish import site_url as checked_site_url
 
-    deploy(site, remote=remote, branch=branch, message=message, push=not no_push)
+    deploy(site, remote=remote, branch=branch, message=message, push=not no_push,
+           site_url=checked_site_url(site_url) if site_url else None,
+           announce=lambda line: click.echo(line, err=True))
     click.echo(f"Committed {site} to {branch}" + ("" if no_push else f" and pushed to {remote}"))
 
 

@@ -45,17 +45,31 @@ RESOURCE_FORK = "macOS resource fork, not an image"
 OUTSIDE_SYMLINK = "symlink pointing outside the data folder"
 
 
+# How an image of another size becomes the model's size, as Keras' image utilities do it:
+# "stretch" is tf.image.resize (image_dataset_from_directory's default), "crop" first cuts
+# the centre to the model's aspect ratio (crop_to_aspect_ratio=True), "pad" first pads
+# with black to it (keras.ops.image.resize(pad_to_aspect_ratio=True)). All bilinear.
+RESIZE_METHODS = ("stretch", "crop", "pad")
+
+
 @dataclass(frozen=True)
 class InputSpec:
-    """What the model takes: one image is (height, width, channels)."""
+    """What the model takes: one image is (height, width, channels), reached by ``resize``."""
 
     height: int
     width: int
     channels: int  # 1 (grayscale) or 3 (RGB)
+    resize: str = "stretch"
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1 or self.channels not in (1, 3):
             raise ValueError(f"Unusable {self}: needs a positive size and 1 or 3 channels.")
+        if self.resize not in RESIZE_METHODS:
+            raise ValueError(f"Unknown resize method {self.resize!r}: one of {RESIZE_METHODS}.")
+
+    @property
+    def color_mode(self) -> str:
+        return "grayscale" if self.channels == 1 else "rgb"
 
 
 @dataclass(frozen=True)
@@ -95,7 +109,7 @@ class Dataset:
 # eq=False: the generated __eq__ and __hash__ would choke on the array.
 @dataclass(frozen=True, eq=False)
 class Batch:
-    images: np.ndarray  # (n, height, width, channels) float32 in [0, 1]
+    images: np.ndarray  # (n, height, width, channels) float32 pixels in [0, 255], resized
     records: tuple[ImageRecord, ...]
 
 
@@ -324,15 +338,83 @@ def check_image(path: Path) -> str | None:
 
 
 def load_image(path: Path, spec: InputSpec) -> np.ndarray:
-    """The image as the model takes it: (height, width, channels) float32 in [0, 1]."""
+    """The image as the model sees it before preprocessing: (h, w, c) float32 pixels in [0, 255].
+
+    Pixels stay 0-255 (what Keras' image_dataset_from_directory yields); scaling them
+    to the model's input range is the input contract's job (``reportgen.inputs``).
+    """
     try:
         image = _decode(path)
     except Exception as error:  # as in check_image
         raise UserError(f"Cannot read image {path}: {_reason(error)}.") from error
-    # Resized before going to float, so a large photo never exists as float32.
-    if image.size != (spec.width, spec.height):
-        image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
-    return _match_channels(_to_unit_float(image), spec.channels)
+    if spec.channels == 1 and image.mode == "RGB":
+        # Pillow's own 8-bit grey, as keras.utils.load_img(color_mode="grayscale") gives.
+        image = image.convert("L")
+    values = np.asarray(image)
+    if values.ndim == 2:
+        values = values[..., np.newaxis]
+    pixels = resize_pixels(values, spec.height, spec.width, spec.resize,
+                           to_float=lambda v: _to_pixels(v, image.mode))
+    return _match_channels(pixels, spec.channels)
+
+
+def resize_pixels(values: np.ndarray, height: int, width: int, method: str = "stretch",
+                  to_float=None) -> np.ndarray:
+    """(h, w, c) -> (height, width, c) float32, bilinear with half-pixel centres, as Keras.
+
+    The same arithmetic as tf.image.resize(antialias=False), which Keras' resize and
+    image_dataset_from_directory call; "crop" and "pad" reach the target aspect ratio
+    first exactly as keras.ops.image.resize does. Only the two source rows and columns
+    each output pixel needs are gathered (and converted by ``to_float``) before any
+    float arithmetic, so a large photo never exists as float32.
+    """
+    to_float = to_float or (lambda v: v.astype(np.float32))
+    source_height, source_width = values.shape[:2]
+    rows = _axis_samples(source_height, height, *_canvas(source_height, source_width, height,
+                                                         width, method))
+    columns = _axis_samples(source_width, width, *_canvas(source_width, source_height, width,
+                                                          height, method))
+    (row_index, row_inside, row_lerp), (column_index, column_inside, column_lerp) = rows, columns
+    gathered = to_float(values[row_index][:, column_index])
+    # Pad mode: samples that fall outside the image read the fill value, black.
+    gathered = gathered * (row_inside[:, None, None] & column_inside[None, :, None])
+    top, bottom = gathered[:height], gathered[height:]
+    column_lerp = column_lerp[None, :, None]
+    top = top[:, :width] + (top[:, width:] - top[:, :width]) * column_lerp
+    bottom = bottom[:, :width] + (bottom[:, width:] - bottom[:, :width]) * column_lerp
+    return (top + (bottom - top) * row_lerp[:, None, None]).astype(np.float32)
+
+
+def _canvas(size: int, other_size: int, target: int, other_target: int,
+            method: str) -> tuple[int, int]:
+    """(first source index, length) of the stretch of one axis that is resized to ``target``.
+
+    Keras' formulas, in its own integer arithmetic (keras.ops.image.resize).
+    """
+    if method == "crop":
+        crop = max(min(size, int(float(other_size * target) / other_target)), 1)
+        return int(float(size - crop) / 2), crop
+    if method == "pad":
+        padded = max(size, int(float(other_size * target) / other_target))
+        start = int(float(padded - size) / 2)
+        return -start, size + 2 * start  # Keras pads both sides by the same amount
+    return 0, size
+
+
+def _axis_samples(size: int, target: int, start: int, length: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices (lower then upper, 2 x target), which are inside the image, and lerps.
+
+    tf.image.resize's compute_interpolation_weights with half-pixel centres, in float32.
+    """
+    scale = np.float32(length) / np.float32(target)
+    centres = (np.arange(target, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    floor = np.floor(centres)
+    lower = np.maximum(floor, 0).astype(np.int64)
+    upper = np.minimum(np.ceil(centres), length - 1).astype(np.int64)
+    canvas = np.concatenate([lower, upper]) + start
+    inside = (canvas >= 0) & (canvas < size)
+    return np.clip(canvas, 0, size - 1), inside, (centres - floor).astype(np.float32)
 
 
 @contextmanager
@@ -374,18 +456,16 @@ def _high_depth_to_unit(image: Image.Image) -> Image.Image:
     return Image.fromarray(unit)
 
 
-def _to_unit_float(image: Image.Image) -> np.ndarray:
-    """(h, w, 1 or 3) float32 in [0, 1], transparency laid on white."""
-    if image.mode == "F":
-        return np.asarray(image, np.float32)[..., np.newaxis]
-    unit = np.asarray(image, np.float32) / 255
-    if image.mode == "L":
-        return unit[..., np.newaxis]
-    if image.mode == "RGB":
-        return unit
-    colour, alpha = unit[..., :-1], unit[..., -1:]
+def _to_pixels(values: np.ndarray, mode: str) -> np.ndarray:
+    """Decoded values (.., 1-4) -> float32 pixels in [0, 255], transparency laid on white."""
+    if mode == "F":  # high bit depth, already scaled to [0, 1] by _high_depth_to_unit
+        return values.astype(np.float32) * np.float32(255)
+    pixels = values.astype(np.float32)
+    if mode in ("L", "RGB"):
+        return pixels
+    colour, alpha = pixels[..., :-1], pixels[..., -1:] / np.float32(255)
     # On white, so that dark strokes on a transparent background stay visible.
-    return colour * alpha + (1.0 - alpha)
+    return colour * alpha + np.float32(255) * (1.0 - alpha)
 
 
 def _match_channels(pixels: np.ndarray, channels: int) -> np.ndarray:

@@ -129,8 +129,8 @@ def feature_grid_png(feature_maps: np.ndarray, palette: bytes, scale: str = "lay
 
 
 def input_png(image: np.ndarray) -> bytes:
-    """The model's input (h, w, 1 or 3) in [0, 1] as an 8-bit PNG."""
-    pixels = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    """What the model saw, resized but not preprocessed: (h, w, 1 or 3) pixels in [0, 255]."""
+    pixels = np.clip(image + 0.5, 0, 255).astype(np.uint8)
     if pixels.shape[-1] == 1:
         pixels = pixels[..., 0]
     return encode_png(pixels)

@@ -19,12 +19,16 @@ from reportgen import __version__
 from reportgen.data import Dataset, InputSpec, load_split
 from reportgen.errors import UserError
 from reportgen.history import History
+from reportgen.inputs import InputContract, preprocess_function
 from reportgen.keras_import import keras
 from reportgen.options import TrainOptions
 
 layers = keras.layers
 
 SIDECAR_FORMAT = "reportgen-model/1"
+# The article's network is trained on pixels / 255, stretched to its input size.
+TRAINING_PREPROCESS = "unit"
+TRAINING_RESIZE = "stretch"
 ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -121,7 +125,9 @@ def train(dataset: Dataset, options: TrainOptions, report: Callable[[str], None]
     seed_everything(options.seed)
     rng = np.random.default_rng(options.seed)
     n_classes = len(dataset.class_names)
+    scale = preprocess_function(TRAINING_PREPROCESS)
     x_train, y_train = load_split(dataset.train, spec)
+    x_train = scale(x_train)
     if options.validation_split > 0:
         train_idx, val_idx = _stratified_holdout(y_train, options.validation_split, rng)
         x_val, y_val = x_train[val_idx], y_train[val_idx]
@@ -129,6 +135,7 @@ def train(dataset: Dataset, options: TrainOptions, report: Callable[[str], None]
         validation = f"{options.validation_split:.0%} of the training set, held out"
     else:
         x_val, y_val = load_split(dataset.test, spec)
+        x_val = scale(x_val)
         validation = "the test set (as in the article)"
     one_hot = np.eye(n_classes, dtype="float32")
     model = article_cnn(spec, n_classes)
@@ -194,7 +201,9 @@ def save(model: keras.Model, history: History, class_names: Sequence[str],
         "format": SIDECAR_FORMAT,
         "class_names": list(class_names),
         "input": asdict(spec),
-        "color_mode": "grayscale" if spec.channels == 1 else "rgb",
+        "color_mode": spec.color_mode,
+        "preprocess": TRAINING_PREPROCESS,
+        "resize": TRAINING_RESIZE,
         "training": asdict(options),
         "seed": options.seed,
         "fingerprint": fingerprint,
@@ -291,15 +300,14 @@ def load_with_sidecar(path: Path, *, trust: bool = False) -> LoadedModel:
     return LoadedModel(model, tuple(sidecar["class_names"]), history, sidecar)
 
 
-def predict_files(model: keras.Model, paths: Sequence[Path]) -> np.ndarray:
+def predict_files(model: keras.Model, paths: Sequence[Path], contract: InputContract) -> np.ndarray:
     """Probabilities for images outside any dataset, as the article does with one triangle."""
     from reportgen.data import check_image, load_image
 
-    spec = input_spec(model)
     images = []
     for path in paths:
         reason = check_image(path)
         if reason is not None:
             raise UserError(f"cannot read {path}: {reason}")
-        images.append(load_image(path, spec))
-    return np.asarray(model.predict_on_batch(np.stack(images)), dtype="float32")
+        images.append(load_image(path, contract.spec))
+    return np.asarray(model.predict_on_batch(contract.prepare(np.stack(images))), dtype="float32")

@@ -15,6 +15,7 @@ import numpy as np
 
 from reportgen.data import SkippedFile
 from reportgen.history import History
+from reportgen.inputs import InputContract
 from reportgen.metrics import Metrics
 from reportgen.stats import LayerStats
 
@@ -116,6 +117,7 @@ class Report:
     feature_layers: tuple[FeatureLayerRow, ...] = ()  # every feature-map layer; () when all shown
     layer_rule: str = ""  # how the shown layers were chosen
     max_channels: int | None = None  # the channel plan's cap (None: every channel)
+    input_contract: InputContract | None = None  # how test images became the model's input
 
     @property
     def drawn(self) -> tuple[ImageEntry, ...]:

@@ -194,9 +194,9 @@ def test_batches_cover_every_image_once_in_order(tmp_path):
     for batch in batches:
         assert batch.images.shape == (len(batch.records), 8, 8, 1)
         assert batch.images.dtype == np.float32
-        assert batch.images.min() >= 0.0 and batch.images.max() <= 1.0
-    # The fixture colour (0, 128, 255) has a luminance of about 0.41.
-    np.testing.assert_allclose(batches[0].images, 0.41, atol=0.01)
+        assert batch.images.min() >= 0.0 and batch.images.max() <= 255.0
+    # The fixture colour (0, 128, 255) has a luminance of 0.587 * 128 + 0.114 * 255 = 104.2.
+    np.testing.assert_array_equal(batches[0].images, 104.0)
 
 
 def test_batches_load_one_batch_at_a_time(tmp_path, monkeypatch):
@@ -413,12 +413,12 @@ def load_one(tmp_path: Path, image: Image.Image, spec: InputSpec, **options) -> 
 
 def test_grayscale_becomes_three_equal_channels(tmp_path):
     pixels = load_one(tmp_path, Image.new("L", (8, 8), 51), RGB_8x8)
-    np.testing.assert_allclose(pixels, 0.2, atol=1e-6)
+    np.testing.assert_array_equal(pixels, 51.0)
 
 
-def test_rgb_becomes_luminance(tmp_path):
+def test_rgb_becomes_luminance_as_keras_load_img_reads_it(tmp_path):
     pixels = load_one(tmp_path, Image.new("RGB", (8, 8), (255, 0, 0)), GREY_8x8)
-    np.testing.assert_allclose(pixels, 0.299, atol=1e-6)
+    np.testing.assert_array_equal(pixels, 76.0)  # round(0.299 * 255), 8-bit as Pillow's "L"
 
 
 def test_transparent_pixels_are_laid_on_white(tmp_path):
@@ -428,12 +428,12 @@ def test_transparent_pixels_are_laid_on_white(tmp_path):
     pixels = load_one(tmp_path, image, RGB_8x8)
 
     assert pixels[0, 0].tolist() == [0.0, 0.0, 0.0]
-    assert pixels[7, 7].tolist() == [1.0, 1.0, 1.0]
+    assert pixels[7, 7].tolist() == [255.0, 255.0, 255.0]
 
 
 def test_grey_with_alpha_is_laid_on_white(tmp_path):
     pixels = load_one(tmp_path, Image.new("LA", (8, 8), (0, 0)), GREY_8x8)
-    np.testing.assert_allclose(pixels, 1.0)
+    np.testing.assert_allclose(pixels, 255.0)
 
 
 def test_palette_images_with_transparency_use_their_colours(tmp_path):
@@ -443,11 +443,11 @@ def test_palette_images_with_transparency_use_their_colours(tmp_path):
 
     pixels = load_one(tmp_path, image, RGB_8x8, transparency=0)
 
-    assert pixels[0, 0].tolist() == [1.0, 0.0, 0.0]
-    assert pixels[0, 1].tolist() == [0.0, 0.0, 1.0]
+    assert pixels[0, 0].tolist() == [255.0, 0.0, 0.0]
+    assert pixels[0, 1].tolist() == [0.0, 0.0, 255.0]
     image.putpixel((2, 0), 0)
     pixels = load_one(tmp_path, image, RGB_8x8, transparency=0)
-    assert pixels[0, 2].tolist() == [1.0, 1.0, 1.0]
+    assert pixels[0, 2].tolist() == [255.0, 255.0, 255.0]
 
 
 def test_sixteen_bit_grey_is_scaled_by_its_range_not_clipped(tmp_path):
@@ -456,7 +456,7 @@ def test_sixteen_bit_grey_is_scaled_by_its_range_not_clipped(tmp_path):
 
     pixels = load_one(tmp_path, image, InputSpec(2, 2, 1))
 
-    np.testing.assert_allclose(pixels[..., 0], [[0.5, 1.0], [0.0, 0.25]], atol=1e-4)
+    np.testing.assert_allclose(pixels[..., 0], [[127.5, 255.0], [0.0, 63.75]], atol=0.01)
 
 
 def test_sixteen_bit_transparent_grey_is_laid_on_white(tmp_path):
@@ -464,16 +464,7 @@ def test_sixteen_bit_transparent_grey_is_laid_on_white(tmp_path):
 
     pixels = load_one(tmp_path, image, InputSpec(1, 2, 1), transparency=5)
 
-    np.testing.assert_allclose(pixels[..., 0], [[1.0, 6 / 65535]], atol=1e-6)
-
-
-def test_odd_sizes_are_resized_bilinearly(tmp_path):
-    checkerboard = (np.indices((5, 7)).sum(axis=0) % 2 * 255).astype(np.uint8)
-
-    pixels = load_one(tmp_path, Image.fromarray(checkerboard), InputSpec(3, 3, 1))
-
-    # Averaged to grey; nearest-neighbour sampling would give pure black or white.
-    np.testing.assert_allclose(pixels, 0.5, atol=0.05)
+    np.testing.assert_allclose(pixels[..., 0], [[255.0, 6 / 65535 * 255]], atol=1e-4)
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -484,7 +475,7 @@ def test_exif_orientation_is_applied(tmp_path):
 
     pixels = load_one(tmp_path, image, InputSpec(4, 2, 1), exif=exif)
 
-    assert pixels[..., 0].tolist() == [[0, 0], [0, 0], [1, 1], [1, 1]]
+    assert pixels[..., 0].tolist() == [[0, 0], [0, 0], [255, 255], [255, 255]]
 
 
 def test_gif_gives_its_first_frame(tmp_path):
@@ -499,7 +490,7 @@ def test_gif_gives_its_first_frame(tmp_path):
 def test_cmyk_jpeg_becomes_rgb(tmp_path):
     pixels = load_one(tmp_path, Image.new("CMYK", (8, 8), (0, 255, 255, 0)), RGB_8x8,
                       format="JPEG")
-    np.testing.assert_allclose(pixels.mean(axis=(0, 1)), [1.0, 0.0, 0.0], atol=0.02)
+    np.testing.assert_allclose(pixels.mean(axis=(0, 1)), [255.0, 0.0, 0.0], atol=5)
 
 
 # --- Errors -----------------------------------------------------------------
@@ -591,6 +582,6 @@ def test_any_bytes_either_load_or_get_a_reason(tmp_path, content):
 
     if reason is None:
         pixels = load_image(path, RGB_8x8)
-        assert pixels.shape == (8, 8, 3) and 0.0 <= pixels.min() <= pixels.max() <= 1.0
+        assert pixels.shape == (8, 8, 3) and 0.0 <= pixels.min() <= pixels.max() <= 255.0
     else:
         assert isinstance(reason, str) and reason and "\n" not in reason

@@ -26,8 +26,11 @@ def test_default_build_matches_the_article(tmp_path):
     assert max(history["val_accuracy"]) >= 0.95
     assert history["val_accuracy"][history["best_epoch"] - 1] == max(history["val_accuracy"])
     assert sidecar["class_names"] == ["circles", "squares", "triangles"]
-    assert sidecar["input"] == {"height": 28, "width": 28, "channels": 3}
+    assert sidecar["input"] == {"height": 28, "width": 28, "channels": 3, "resize": "stretch"}
+    assert sidecar["preprocess"] == "unit"
     report = json.loads((tmp_path / "output/site/report.json").read_text())
+    assert report["input"]["preprocess"] == "unit" and "sidecar" in report["input"]["reason"]
+    assert "fed the wrong input" not in result.stderr  # a good build stays silent
     # the restored best epoch's validation accuracy is the test accuracy the site reports
     assert report["metrics"]["accuracy"] == pytest.approx(max(history["val_accuracy"]), abs=1e-6)
     assert len(report["images"]) == 90

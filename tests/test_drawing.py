@@ -80,10 +80,10 @@ def test_batch_and_single_pictures_agree():
 
 
 def test_input_png_keeps_grayscale_and_rgb():
-    gray = decode(drawing.input_png(np.full((4, 4, 1), 0.5, np.float32)))
+    gray = decode(drawing.input_png(np.full((4, 4, 1), 127.6, np.float32)))
     assert gray.shape == (4, 4, 3) and (gray == 128).all()
     rgb = np.zeros((4, 4, 3), np.float32)
-    rgb[..., 0] = 1.0
+    rgb[..., 0] = 255.0
     assert (decode(drawing.input_png(rgb))[..., 0] == 255).all()
 
 

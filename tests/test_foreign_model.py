@@ -50,8 +50,10 @@ def foreign(tmp_path_factory):
         Image.open(path).convert("L").save(target)
     dataset = scan_dataset(root / "scans", require_train=True)
     spec = InputSpec(24, 24, 1)
+    # Trained on [0, 1] without a Rescaling layer: what reportgen's guess ("unit") assumes.
     x_train, y_train = load_split(dataset.train, spec)
     x_test, y_test = load_split(dataset.test, spec)
+    x_train, x_test = x_train / np.float32(255), x_test / np.float32(255)
     model = foreign_model()
     csv_path = root / "training.csv"
     model.fit(x_train, y_train, epochs=3, batch_size=8, validation_data=(x_test, y_test),

@@ -25,7 +25,7 @@ import reportgen
 from reportgen import model as model_stage
 from reportgen import shapes
 from reportgen.cli import main
-from reportgen.data import Dataset, load_split, scan_dataset
+from reportgen.data import Dataset, load_image, load_split, scan_dataset
 from reportgen.errors import UserError
 from reportgen.history import History, read_history
 from reportgen.keras_import import keras
@@ -162,15 +162,16 @@ def test_default_validates_on_the_test_set(run, dataset):
     assert "test set" in run.history.validation
     spec = model_stage.input_spec(run.model)
     test_images, test_labels = load_split(dataset.test, spec)
-    assert np.array_equal(run.validation_images, test_images)
+    assert np.array_equal(run.validation_images, test_images / np.float32(255))
     assert np.array_equal(run.validation_labels, test_labels)
     train_images, _ = load_split(dataset.train, spec)
-    assert run.fed_images == image_keys(train_images)
+    assert run.fed_images == image_keys(train_images / np.float32(255))
 
 
 def test_validation_split_holds_out_part_of_the_training_set(run_held_out, dataset):
     assert "25% of the training set" in run_held_out.history.validation
     train_images, _ = load_split(dataset.train, model_stage.input_spec(run_held_out.model))
+    train_images = train_images / np.float32(255)
     held_out = image_keys(run_held_out.validation_images)
     assert np.bincount(run_held_out.validation_labels).tolist() == [2, 2, 2]  # 25% of 8, per class
     assert len(held_out) == 6
@@ -238,8 +239,9 @@ def test_save_writes_the_model_and_its_sidecar(saved, run):
     sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
     assert sidecar["format"] == "reportgen-model/1"
     assert sidecar["class_names"] == list(CLASS_NAMES)
-    assert sidecar["input"] == {"height": 28, "width": 28, "channels": 3}
+    assert sidecar["input"] == {"height": 28, "width": 28, "channels": 3, "resize": "stretch"}
     assert sidecar["color_mode"] == "rgb"
+    assert sidecar["preprocess"] == "unit"  # what train() fed the network: pixels / 255
     assert sidecar["training"] == asdict(SHORT)
     assert sidecar["seed"] == SHORT.seed
     assert sidecar["versions"]["keras"] == keras.__version__
@@ -533,7 +535,11 @@ def test_cli_predict_prints_one_line_per_image(cli_trained, sample_images):
     model_path = cli_trained.model_path
     result = CliRunner().invoke(main, ["predict", "--model", str(model_path), *map(str, sample_images)])
     assert result.exit_code == 0, result.output
-    expected = model_stage.predict_files(model_stage.load(model_path), sample_images)
+    # Independently: the sidecar says the network was trained on pixels / 255.
+    model = model_stage.load(model_path)
+    spec = model_stage.input_spec(model)
+    pixels = np.stack([load_image(path, spec) for path in sample_images])
+    expected = np.asarray(model.predict_on_batch(pixels / 255.0))
     lines = result.stdout.splitlines()
     assert len(lines) == len(sample_images)
     for line, image, probabilities in zip(lines, sample_images, expected, strict=True):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from reportgen import drawing
-from reportgen.data import SkippedFile
+from reportgen.data import InputSpec, SkippedFile
 from reportgen.history import History
+from reportgen.inputs import InputContract
 from reportgen.metrics import compute_metrics
 from reportgen.report import (
     LayerEntry,
@@ -71,4 +72,6 @@ def tiny_report(class_names=CLASS_NAMES, paths=None, images_per_page: int = 2,
         drawn_indices=tuple(range(len(paths))),
         reportgen_version="0.0.test",
         warnings=("1 unreadable file(s) skipped; each is listed with its reason.",),
+        input_contract=InputContract(InputSpec(8, 8, 3), "unit",
+                                     "the model's reportgen sidecar says training used unit"),
     )
