@@ -38,6 +38,9 @@ from PIL import Image
 
 from reportgen import drawing
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import big_models  # noqa: E402  (a sibling script, not a package)
+
 N_CLASSES = 3  # the bundled shapes
 ARTICLE_PER_CLASS, ARTICLE_TEST_FRACTION = 100, 0.3  # the article's split
 ARTICLE_TEST_IMAGES = 90
@@ -548,7 +551,8 @@ def gather_report(clock: StageClock, site, probe, accumulators, dataset, loaded,
         _, _, grid_height, grid_width = drawing.grid_shape(height, width, channels)
         layers.append(LayerEntry(index=index, path=layer.path, slug=slug,
                                  type_name=layer.type_name, output_shape=layer.output_shape,
-                                 grid_size_px=(grid_width, grid_height), stats=stats))
+                                 grid_size_px=(grid_width, grid_height), stats=stats,
+                                 shown_channels=tuple(range(channels))))
         for channel in (c for c in stats.channels if c.top and not c.dead):
             top_maps = [t.feature_map for t in channel.top]
             low = min(0.0, min(float(m.min()) for m in top_maps))
@@ -575,7 +579,7 @@ def gather_report(clock: StageClock, site, probe, accumulators, dataset, loaded,
                                 len(dataset.class_names)),
         history=loaded.history, validation="unknown", data_name=dataset.root.name, skipped=(),
         empty_classes=(), scale="layer", colormap="viridis", images_per_page=24,
-        drawn_images=len(paths))
+        drawn_indices=tuple(range(len(paths))))
 
 
 def render_and_write(clock: StageClock, site, report) -> int:
@@ -854,6 +858,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=here / "results.md", help="results file")
     parser.add_argument("--work", type=Path, default=here.parent / "output" / "bench",
                         help="datasets, model, logs and sites (git-ignored; reused)")
+    parser.add_argument("--big-images", type=int, default=1000,
+                        help="MobileNetV2 test images (big_models.py)")
+    parser.add_argument("--classes", type=int, default=1000, help="classes of the many-class build")
+    parser.add_argument("--class-images", type=int, default=2000,
+                        help="test images of the many-class build")
     args = parser.parse_args(argv)
     args.sizes = sorted({int(size) for size in args.sizes.split(",")})
     return args
@@ -909,6 +918,8 @@ def main(argv: list[str] | None = None) -> None:
     lines += stages_section(stages, startup, next((r for r in jobs_runs if r.jobs == 1), None))
     lines += png_section(png_settings, len(images))
     lines += jobs_section(jobs_runs, threads, len(maps) * len(images))
+    lines += ["", *big_models.sections(work / "big", args.big_images, args.classes,
+                                       args.class_images)]
     args.out.write_text("\n".join(lines).rstrip() + "\n")
     log(f"wrote {args.out}")
 

@@ -15,9 +15,8 @@ names within one graph.
 from __future__ import annotations
 
 import collections
-import fnmatch
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -25,12 +24,11 @@ import numpy as np
 # Keras has no public name for "a model built from a graph"; we need it to replay one.
 from reportgen.errors import UserError
 from reportgen.keras_import import keras
+from reportgen.plan import select_by_patterns
 
 # isort: split
 # After the quiet import above, so TensorFlow's start-up noise stays silenced.
 from keras.src.models.functional import Functional
-
-PATHS_SHOWN_IN_ERRORS = 8
 
 
 @dataclass(frozen=True)
@@ -38,6 +36,13 @@ class FeatureLayer:
     path: str  # "conv2d"; "block2/conv" inside a nested model; "name@2" for a second call
     type_name: str  # the layer's class name, e.g. "Conv2D"
     output_shape: tuple[int, int, int]  # (height, width, channels) per image
+    # Paths of the feature-map layers whose outputs feed this one (through any non-feature-map
+    # operations in between); empty for a layer fed by the image. The graph the layer plan reads.
+    inputs: tuple[str, ...] = field(default=(), compare=False)
+
+
+# The image input's stand-in among a nested model's sources, replaced by the outer sources.
+_INPUT = ""
 
 
 @dataclass(frozen=True)
@@ -48,12 +53,14 @@ class _Tap:
     path: str
     type_name: str
     output: keras.KerasTensor
+    inputs: frozenset[str] = frozenset()  # tap paths (or _INPUT) that feed this one
 
 
 @dataclass(frozen=True)
 class _Replay:
     outputs: list[keras.KerasTensor]  # the replayed model's outputs, flattened
     taps: list[_Tap]  # in model order
+    output_sources: list[frozenset[str]] = field(default_factory=list)  # per output
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class _NestedProbe:
     model: keras.Model
     n_outputs: int
     taps: list[_Tap]
+    output_sources: list[frozenset[str]]
 
 
 def _unpack_singleton(tensors: list):
@@ -90,6 +98,13 @@ def _replay(model: keras.Model, inputs, nested_probes: dict[int, _NestedProbe],
     positions = {id(layer): i for i, layer in enumerate(model.layers)}
     calls: collections.Counter[int] = collections.Counter()
     taps: list[_Tap] = []
+    # Which taps each symbolic tensor depends on (through non-tap operations), by tensor id.
+    sources: dict[int, frozenset[str]] = {id(x): frozenset({_INPUT})
+                                          for x in keras.tree.flatten(inputs)}
+
+    def sources_of(*values) -> frozenset[str]:
+        return frozenset().union(*(sources.get(id(x), frozenset())
+                                   for x in keras.tree.flatten(values)))
 
     def call(operation, *args, **kwargs):
         calls[id(operation)] += 1
@@ -97,22 +112,33 @@ def _replay(model: keras.Model, inputs, nested_probes: dict[int, _NestedProbe],
         path = operation.name if n_call == 1 else f"{operation.name}@{n_call}"
         # Operations that are not layers (keras.ops in a functional graph) sort last.
         order = (positions.get(id(operation), len(positions)), n_call)
+        fed_by = sources_of(args, kwargs)
         if is_graph_model(operation):
             # Call-time kwargs (training=, mask=) are dropped: the probe only ever
             # runs in inference mode, which Keras passes down to nested layers.
             nested = _nested_probe(operation, nested_probes, on_call)
             flat = keras.tree.flatten(nested.model(_unpack_singleton(keras.tree.flatten(args))))
-            taps.extend(
-                _Tap(order + tap.order, f"{path}/{tap.path}", tap.type_name, output)
-                for tap, output in zip(nested.taps, flat[nested.n_outputs:], strict=True)
-            )
+
+            def outer(inner: frozenset[str]) -> frozenset[str]:
+                named = frozenset(f"{path}/{source}" for source in inner if source != _INPUT)
+                return named | fed_by if _INPUT in inner else named
+
+            for tap, output in zip(nested.taps, flat[nested.n_outputs:], strict=True):
+                taps.append(_Tap(order + tap.order, f"{path}/{tap.path}", tap.type_name, output,
+                                 outer(tap.inputs)))
+            for output, inner in zip(flat[: nested.n_outputs], nested.output_sources, strict=True):
+                sources[id(output)] = outer(inner)
             return _unpack_singleton(flat[: nested.n_outputs])
         outputs = operation(*args, **kwargs)
         if on_call is not None:
             replacement = on_call(operation, args, outputs)
             outputs = outputs if replacement is None else replacement
         if isinstance(operation, keras.Layer) and _is_feature_map(outputs):
-            taps.append(_Tap(order, path, type(operation).__name__, outputs))
+            taps.append(_Tap(order, path, type(operation).__name__, outputs, fed_by))
+            sources[id(outputs)] = frozenset({path})
+        else:
+            for output in keras.tree.flatten(outputs):
+                sources[id(output)] = fed_by
         return outputs
 
     if isinstance(model, keras.Sequential):
@@ -125,7 +151,9 @@ def _replay(model: keras.Model, inputs, nested_probes: dict[int, _NestedProbe],
         outputs = model._run_through_graph(
             inputs, operation_fn=lambda operation: lambda *a, **k: call(operation, *a, **k)
         )
-    return _Replay(keras.tree.flatten(outputs), sorted(taps, key=lambda tap: tap.order))
+    flat_outputs = keras.tree.flatten(outputs)
+    return _Replay(flat_outputs, sorted(taps, key=lambda tap: tap.order),
+                   [sources_of(output) for output in flat_outputs])
 
 
 def _fresh_inputs(model: keras.Model) -> list[keras.KerasTensor]:
@@ -141,7 +169,8 @@ def _nested_probe(model: keras.Model, nested_probes: dict[int, _NestedProbe],
         outputs = [*replay.outputs, *(tap.output for tap in replay.taps)]
         # Named like the model it replaces, so names stay unique in the outer graph.
         probe = keras.Model(inputs, outputs, name=model.name)
-        nested_probes[id(model)] = _NestedProbe(probe, len(replay.outputs), replay.taps)
+        nested_probes[id(model)] = _NestedProbe(probe, len(replay.outputs), replay.taps,
+                                                replay.output_sources)
     return nested_probes[id(model)]
 
 
@@ -172,28 +201,34 @@ def _select(taps: list[_Tap], patterns: Sequence[str] | None) -> list[_Tap]:
     """The taps whose path matches any of the glob ``patterns`` (all of them when none)."""
     if not patterns:
         return taps
-    paths = [tap.path for tap in taps]
-    for pattern in patterns:
-        if not fnmatch.filter(paths, pattern):
-            shown = ", ".join(paths[:PATHS_SHOWN_IN_ERRORS])
-            more = f", ... ({len(paths)} in all)" if len(paths) > PATHS_SHOWN_IN_ERRORS else ""
-            raise UserError(f"layer pattern {pattern!r} matches no feature-map layer; "
-                            f"the layers are: {shown or '(none)'}{more}")
-    return [tap for tap in taps
-            if any(fnmatch.fnmatchcase(tap.path, pattern) for pattern in patterns)]
+    chosen = set(select_by_patterns([tap.path for tap in taps], patterns))
+    return [tap for tap in taps if tap.path in chosen]
+
+
+def _feature_layer(tap: _Tap) -> FeatureLayer:
+    return FeatureLayer(tap.path, tap.type_name, tuple(int(n) for n in tap.output.shape[1:]),
+                        tuple(sorted(tap.inputs - {_INPUT})))
 
 
 class ActivationProbe:
-    """The model's probabilities and its feature maps, from one forward pass per batch."""
+    """The model's probabilities and its feature maps, from one forward pass per batch.
 
-    def __init__(self, model: keras.Model, patterns: Sequence[str] | None = None):
+    ``all_layers`` is every feature-map layer with the graph between them; ``layers`` the
+    ones the probe returns: those matching ``patterns``, or, when ``select`` is given, the
+    paths it picks from ``all_layers`` (the layer plan).
+    """
+
+    def __init__(self, model: keras.Model, patterns: Sequence[str] | None = None,
+                 select: Callable[[tuple[FeatureLayer, ...]], Sequence[str]] | None = None):
         image_input = _image_input(model)
         replay = _replay(model, image_input, nested_probes={})
-        taps = _select(replay.taps, patterns)
-        self.layers: tuple[FeatureLayer, ...] = tuple(
-            FeatureLayer(tap.path, tap.type_name, tuple(int(n) for n in tap.output.shape[1:]))
-            for tap in taps
-        )
+        self.all_layers: tuple[FeatureLayer, ...] = tuple(_feature_layer(t) for t in replay.taps)
+        if select is not None:
+            chosen = set(select(self.all_layers))
+            taps = [tap for tap in replay.taps if tap.path in chosen]
+        else:
+            taps = _select(replay.taps, patterns)
+        self.layers: tuple[FeatureLayer, ...] = tuple(_feature_layer(tap) for tap in taps)
         self._image_shape = tuple(image_input.shape[1:])
         self._image_dtype = image_input.dtype
         self._n_classes = int(replay.outputs[0].shape[1])

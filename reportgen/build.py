@@ -1,15 +1,19 @@
 """``reportgen build``: data and model in, a static site out.
 
-Gather, then write: one streamed pass over the test images feeds predictions,
-statistics and feature-map pictures; then the report model is complete and the
-pages are rendered. Pictures are written during the pass (holding every feature
-map of thousands of images in memory is what this design avoids); everything is
-written into a temporary folder that only replaces the old site at the end.
+Plan, gather, then write. The layer and memory plans come from the model's graph;
+a first pass over the test images gives predictions and every channel's statistics
+(the channel and site plans need both); a second pass draws the feature maps of
+the planned images; then the report model is complete and the pages are rendered.
+Pictures are written during the passes (holding every feature map of thousands of
+images in memory is what this design avoids); everything is written into a
+temporary folder that only replaces the old site at the end.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import math
 import os
 import sys
 import time
@@ -23,8 +27,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from reportgen import __version__, drawing, layout
-from reportgen.data import Dataset, iter_batches, scan_dataset
+from reportgen import __version__, drawing, layout, plan
+from reportgen.data import Dataset, Split, iter_batches, scan_dataset
 from reportgen.errors import UserError
 from reportgen.history import read_history
 from reportgen.metrics import compute_metrics
@@ -33,9 +37,17 @@ from reportgen.report import LayerEntry, Report, images_from_predictions, layer_
 from reportgen.site import SiteWriter, check_target
 
 GITHUB_PAGES_LIMIT_BYTES = 1_000_000_000
-# Pages and report.json add about half again to the pictures (benchmarks/results.md, 9,000 images).
-SITE_BYTES_PER_PICTURE_BYTE = 1.5
-INFERENCE_BATCH = 64
+INFERENCE_BATCH = plan.MAX_BATCH  # the largest batch; the memory plan may choose a smaller one
+MB = 1_000_000
+# What pages and report.json cost apart from feature-map grids, measured on built sites and
+# rounded up: per test image (its page, thumbnails, report.json entry), per channel (atlas
+# entry with its top images, report.json statistics), and per class on each of those
+# (probability bars, class means; heatmap cells up to the matrix-table limit).
+PAGE_BYTES_PER_IMAGE = 9_000
+PAGE_BYTES_PER_IMAGE_AND_CLASS = 60
+PAGE_BYTES_PER_CHANNEL = 5_500
+PAGE_BYTES_PER_CHANNEL_AND_CLASS = 30
+PAGE_BYTES_PER_HEATMAP_CELL = 160
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,9 @@ class BuildOptions:
     colormap: str = "viridis"
     images_per_page: int = 24
     max_gallery_images: int | None = None
+    max_channels: int = plan.DEFAULT_MAX_CHANNELS
+    memory_budget_mb: int = plan.DEFAULT_MEMORY_BUDGET_MB
+    max_site_mb: int = plan.DEFAULT_MAX_SITE_MB
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     strict: bool = False
     title: str | None = None
@@ -196,19 +211,23 @@ class _Workers:
             self.pending.popleft().result()
         self.pending.extend(self.pool.submit(*task) for task in tasks)
 
-    def draw_batch(self, images: np.ndarray, image_slugs: list[str],
-                   layer_maps: list[tuple[str, np.ndarray]]) -> None:
-        """Inputs and every layer's grids of one batch; about two batches stay in flight."""
-        tasks = [(self._draw_inputs, images, image_slugs)]
-        tasks += [(self._draw_layer, maps, image_slugs, slug) for slug, maps in layer_maps]
+    def draw_inputs(self, images: np.ndarray, image_slugs: list[str]) -> None:
+        self._submit([(self._draw_inputs, images, image_slugs)], max_pending=2)
+
+    def draw_layers(self, image_slugs: list[str],
+                    layer_maps: list[tuple[str, np.ndarray, tuple[int, ...]]]) -> None:
+        """Every layer's grids of one batch (slug, maps, channels); about two batches in flight."""
+        tasks = [(self._draw_layer, maps, image_slugs, slug, channels)
+                 for slug, maps, channels in layer_maps]
         self._submit(tasks, max_pending=len(tasks))
 
     def _draw_inputs(self, images: np.ndarray, image_slugs: list[str]) -> None:
         for image, image_slug in zip(images, image_slugs, strict=True):
             self.site.write(layout.input_asset(image_slug), drawing.input_png(image))
 
-    def _draw_layer(self, maps: np.ndarray, image_slugs: list[str], layer_slug: str) -> None:
-        pictures = drawing.feature_grid_pngs(maps, self.palette, self.scale)
+    def _draw_layer(self, maps: np.ndarray, image_slugs: list[str], layer_slug: str,
+                    channels: tuple[int, ...]) -> None:
+        pictures = drawing.feature_grid_pngs(maps, self.palette, self.scale, channels)
         for image_slug, picture in zip(image_slugs, pictures, strict=True):
             self.site.write(layout.map_asset(layer_slug, image_slug), picture)
 
@@ -223,27 +242,20 @@ class _Workers:
 
 
 @dataclass
-class _Pass:
-    """What one streamed pass over the test images leaves behind."""
+class StatisticsPass:
+    """What the first pass over the test images leaves behind: no feature map is drawn yet."""
 
-    probabilities: np.ndarray
-    accumulators: list
-
-
-def _warn_if_too_big(workers: _Workers, images_drawn: int, drawn_images: int,
-                     echo: Callable[[str], None]) -> None:
-    """After the first batch, estimate the whole site: say so early if it will not fit on Pages."""
-    workers.drain()
-    estimate = workers.site.bytes_written / images_drawn * drawn_images * SITE_BYTES_PER_PICTURE_BYTE
-    if estimate > GITHUB_PAGES_LIMIT_BYTES:
-        echo(f"warning: this site will be about {estimate / 1e9:.1f} GB, over GitHub Pages' 1 GB "
-             "limit; --max-gallery-images N draws feature maps for the first N images only")
+    probabilities: np.ndarray  # (images, classes)
+    accumulators: list  # one LayerStatsAccumulator per shown layer
 
 
-def _stream_test_images(probe, test, contract, true_labels: np.ndarray, class_count: int,
-                        image_slugs: list[str], layer_slugs: list[str], drawn_images: int,
-                        workers: _Workers, echo: Callable[[str], None]) -> _Pass:
-    """Predictions, statistics and pictures from one forward pass per batch."""
+def statistics_pass(probe, test: Split, contract, true_labels: np.ndarray, class_count: int,
+                    image_slugs: list[str], batch_size: int, workers: _Workers) -> StatisticsPass:
+    """Predictions and every channel's statistics over every test image; inputs drawn on the way.
+
+    The channel plan ranks channels by these statistics and the site plan puts mistakes
+    first, so both need the whole pass before any feature map is drawn.
+    """
     from reportgen.activations import stream
     from reportgen.stats import LayerStatsAccumulator
 
@@ -253,44 +265,99 @@ def _stream_test_images(probe, test, contract, true_labels: np.ndarray, class_co
                     for layer in probe.layers]
     position = 0
     with click.progressbar(length=n_images, label="Reading test images", file=sys.stderr) as bar:
-        batches = iter_batches(test, contract.spec, INFERENCE_BATCH)
+        batches = iter_batches(test, contract.spec, batch_size)
         for batch, probs, maps in stream(probe, batches, contract.prepare):
             n = len(batch.records)
             probabilities[position:position + n] = probs
             paths = [r.path for r in batch.records]
             for accumulator, layer_maps in zip(accumulators, maps, strict=True):
                 accumulator.update(layer_maps, true_labels[position:position + n], paths)
-            n_drawn = max(0, min(n, drawn_images - position))
-            if n_drawn:
-                workers.draw_batch(
-                    batch.images[:n_drawn], image_slugs[position:position + n_drawn],
-                    [(slug, m[:n_drawn]) for slug, m in zip(layer_slugs, maps, strict=True)])
-            if position == 0 and n_drawn:
-                _warn_if_too_big(workers, n_drawn, drawn_images, echo)
+            workers.draw_inputs(batch.images, image_slugs[position:position + n])
             position += n
             bar.update(n)
-    return _Pass(probabilities, accumulators)
+    return StatisticsPass(probabilities, accumulators)
 
 
-def _layer_entries(probe, layer_slugs: list[str], accumulators: list, palette: bytes,
-                   site: SiteWriter) -> list[LayerEntry]:
-    """Each layer's statistics, and its atlas strips written on the way."""
+def layer_entries(probe, layer_slugs: list[str], accumulators: list, max_channels: int,
+                  palette: bytes, site: SiteWriter) -> list[LayerEntry]:
+    """Each layer's statistics and channel plan; its atlas strips written on the way."""
     layers = []
     for index, (layer, slug, accumulator) in enumerate(
             zip(probe.layers, layer_slugs, accumulators, strict=True)):
         stats = accumulator.result()
-        height, width, channels = layer.output_shape
-        _, _, grid_height, grid_width = drawing.grid_shape(height, width, channels)
+        height, width, _ = layer.output_shape
+        shown = plan.plan_channels([channel.std for channel in stats.channels], max_channels)
+        _, _, grid_height, grid_width = drawing.grid_shape(height, width, len(shown))
         layers.append(LayerEntry(index=index, path=layer.path, slug=slug,
                                  type_name=layer.type_name, output_shape=layer.output_shape,
-                                 grid_size_px=(grid_width, grid_height), stats=stats))
+                                 grid_size_px=(grid_width, grid_height), stats=stats,
+                                 shown_channels=shown))
         for channel in stats.channels:
             if channel.top and not channel.dead:
                 maps = [t.feature_map for t in channel.top]
                 low = min(0.0, min(float(m.min()) for m in maps))
                 site.write(layout.atlas_asset(slug, channel.index),
-                              drawing.strip_png(maps, low, max(channel.max, low), palette))
+                           drawing.strip_png(maps, low, max(channel.max, low), palette))
     return layers
+
+
+def page_bytes(n_images: int, n_classes: int, n_channels: int) -> int:
+    """Estimated bytes of every page and report.json apart from the feature-map galleries."""
+    from reportgen.render import MATRIX_TABLE_MAX_CLASSES
+
+    heatmap_rows = n_classes if n_classes <= MATRIX_TABLE_MAX_CLASSES else 0
+    return (n_images * (PAGE_BYTES_PER_IMAGE + PAGE_BYTES_PER_IMAGE_AND_CLASS * n_classes)
+            + n_channels * (PAGE_BYTES_PER_CHANNEL + PAGE_BYTES_PER_CHANNEL_AND_CLASS * n_classes
+                            + PAGE_BYTES_PER_HEATMAP_CELL * heatmap_rows))
+
+
+def _subset(test: Split, indices: list[int]) -> Split:
+    return dataclasses.replace(test, images=tuple(test.images[i] for i in indices))
+
+
+def _draw_maps(probe, test: Split, contract, indices: list[int], layers: list[LayerEntry],
+               image_slugs: list[str], batch_size: int, workers: _Workers, bar) -> None:
+    from reportgen.activations import stream
+
+    slugs = [image_slugs[i] for i in indices]
+    position = 0
+    batches = iter_batches(_subset(test, indices), contract.spec, batch_size)
+    for batch, _, maps in stream(probe, batches, contract.prepare):
+        n = len(batch.records)
+        workers.draw_layers(slugs[position:position + n],
+                            [(layer.slug, layer_maps, layer.shown_channels)
+                             for layer, layer_maps in zip(layers, maps, strict=True)])
+        position += n
+        bar.update(n)
+
+
+def drawing_pass(probe, test: Split, contract, site_plan: plan.SitePlan, priority: list[int],
+                 room_bytes: int, layers: list[LayerEntry], image_slugs: list[str],
+                 batch_size: int, workers: _Workers) -> tuple[int, ...]:
+    """Feature-map grids of the planned images; returns the images actually drawn.
+
+    The plan's size per image is an estimate: after the first batch the real one is
+    known, and if it is larger, fewer of the remaining images are drawn (the lowest
+    priorities are left out), so the site keeps to its budget.
+    """
+    planned = list(site_plan.drawn)
+    if not planned:
+        return ()
+    first, rest = planned[:batch_size], planned[batch_size:]
+    with click.progressbar(length=len(planned), label="Drawing feature maps",
+                           file=sys.stderr) as bar:
+        workers.drain()
+        before = workers.site.bytes_written
+        _draw_maps(probe, test, contract, first, layers, image_slugs, batch_size, workers, bar)
+        workers.drain()
+        measured = ((workers.site.bytes_written - before) / len(first)
+                    + plan.HTML_BYTES_PER_GRID * len(layers))
+        if rest and measured > site_plan.bytes_per_image:
+            allowed = max(0, int((room_bytes - measured * len(first)) // measured))
+            wanted = set(rest)
+            rest = sorted([i for i in priority if i in wanted][:allowed])
+        _draw_maps(probe, test, contract, rest, layers, image_slugs, batch_size, workers, bar)
+    return tuple(first + rest)
 
 
 def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildResult:
@@ -317,11 +384,24 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
     from reportgen.activations import ActivationProbe
     from reportgen.inputs import collapse_warnings, decide
     from reportgen.render import render_site
-    from reportgen.report import model_info
+    from reportgen.report import FeatureLayerRow, model_info
+    from reportgen.stats import TOP_K
 
     contract = decide(model, obtained.sidecar, options.preprocess, resize=options.resize)
     echo(f"Input: {contract.description}")
-    probe = ActivationProbe(model, list(options.layer_patterns) or None)
+    spec = contract.spec
+    patterns = options.layer_patterns
+    probe = ActivationProbe(model, select=lambda layers: plan.plan_layers(layers, patterns).shown)
+    layer_plan = plan.plan_layers(probe.all_layers, patterns)
+    memory = plan.plan_memory([layer.output_shape for layer in probe.layers],
+                              [layer.output_shape for layer in probe.all_layers],
+                              (spec.height, spec.width, spec.channels), TOP_K,
+                              options.memory_budget_mb * MB)
+    echo(f"{layer_plan.rule} Batches of {memory.batch_size} images.")
+    if memory.over_budget:
+        echo(f"warning: the {len(probe.layers)} layers' statistics and one image's maps need "
+             f"about {(memory.fixed_bytes + memory.bytes_per_image) / MB:,.0f} MB, over "
+             f"--memory-budget {options.memory_budget_mb}; --layers can choose fewer layers")
     grad_cam = None
     if options.explain:  # built before the pass, so a wrong --cam-layer fails at once
         from reportgen.explain import GradCam, NoCamLayer
@@ -332,8 +412,6 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
             echo(f"warning: {error}; the report has no explanations")
     test = dataset.test
     n_images = len(test.images)
-    drawn_images = n_images if options.max_gallery_images is None else \
-        min(n_images, options.max_gallery_images)
     image_slugs = _unique_slugs([r.path for r in test.images])
     layer_slugs = _unique_slugs([layer.path for layer in probe.layers], slug=layer_slug)
     true_labels = np.array([r.label for r in test.images], dtype=np.int64)
@@ -342,13 +420,29 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
         workers = _Workers(site, options.jobs, palette, options.scale)
         try:
             pass_started = time.perf_counter()
-            streamed = _stream_test_images(probe, test, contract, true_labels, len(class_names),
-                                           image_slugs, layer_slugs, drawn_images, workers, echo)
+            statistics = statistics_pass(probe, test, contract, true_labels, len(class_names),
+                                         image_slugs, memory.batch_size, workers)
+            layers = layer_entries(probe, layer_slugs, statistics.accumulators,
+                                   options.max_channels, palette, site)
+            stage_seconds["statistics"] = time.perf_counter() - pass_started
+
+            drawing_started = time.perf_counter()
+            predicted = statistics.probabilities.argmax(axis=1)
+            priority = plan.gallery_priority(true_labels.tolist(), predicted.tolist(),
+                                             statistics.probabilities.max(axis=1).tolist())
             workers.drain()
-            stage_seconds["pass"] = time.perf_counter() - pass_started
+            budget = options.max_site_mb * MB
+            fixed = site.bytes_written + page_bytes(
+                n_images, len(class_names), sum(layer.output_shape[2] for layer in layers))
+            grid_pixels = [math.prod(layer.grid_size_px) for layer in layers]
+            site_plan = plan.plan_site(priority, grid_pixels, fixed, budget,
+                                       options.max_gallery_images)
+            drawn = drawing_pass(probe, test, contract, site_plan, priority, budget - fixed, layers,
+                                 image_slugs, memory.batch_size, workers)
+            workers.drain()
+            stage_seconds["drawing"] = time.perf_counter() - drawing_started
 
             render_started = time.perf_counter()
-            layers = _layer_entries(probe, layer_slugs, streamed.accumulators, palette, site)
             if history is not None:
                 from reportgen.curves import learning_curve_svg
 
@@ -358,15 +452,15 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
             if grad_cam is not None:
                 explain_started = time.perf_counter()
                 explanations = _explain(grad_cam, test, contract, true_labels,
-                                        streamed.probabilities, image_slugs,
-                                        list(class_names), site)
+                                        statistics.probabilities, image_slugs,
+                                        list(class_names), site, memory.batch_size)
                 stage_seconds["explain"] = time.perf_counter() - explain_started
-            predicted = streamed.probabilities.argmax(axis=1)
             metrics = compute_metrics(true_labels, predicted, len(class_names))
             best_val = max(history.val_accuracy) if history and history.val_accuracy else None
-            warnings = (*collapse_warnings(true_labels, streamed.probabilities, class_names,
+            warnings = (*collapse_warnings(true_labels, statistics.probabilities, class_names,
                                            contract, best_val),
-                        *_warnings(dataset, drawn_images, n_images))
+                        *_warnings(dataset, len(drawn), n_images, options, site_plan))
+            shown = set(layer_plan.shown)
             report = Report(
                 title=options.title or f"{model.name} on {dataset.root.name}",
                 class_names=tuple(class_names),
@@ -374,7 +468,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
                 model=model_info(model, obtained.source),
                 input_contract=contract,
                 images=images_from_predictions([r.path for r in test.images], image_slugs,
-                                               true_labels, streamed.probabilities),
+                                               true_labels, statistics.probabilities),
                 layers=tuple(layers),
                 metrics=metrics,
                 history=history,
@@ -385,11 +479,16 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
                 scale=options.scale,
                 colormap=options.colormap,
                 images_per_page=options.images_per_page,
-                drawn_images=drawn_images,
+                drawn_indices=drawn,
                 generated_at=generated_at,
                 reportgen_version=__version__,
                 warnings=warnings,
                 explanations=explanations,
+                feature_layers=tuple(FeatureLayerRow(layer.path, layer.type_name,
+                                                     layer.output_shape, layer.path in shown)
+                                     for layer in probe.all_layers),
+                layer_rule=layer_plan.rule,
+                max_channels=options.max_channels,
             )
             for path, data in render_site(report, site_url=options.site_url):
                 site.write(path, data)
@@ -399,16 +498,18 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
         files, size = site.files_written, site.bytes_written
     for warning in warnings:
         echo(f"warning: {warning}")
-    if size > GITHUB_PAGES_LIMIT_BYTES:
-        echo(f"warning: the site is {size / 1e9:.2f} GB, over GitHub Pages' 1 GB limit; "
-             "--max-gallery-images N draws feature maps for the first N images only")
+    if size > budget:
+        echo(f"warning: the site is {size / MB:,.0f} MB, over --max-site-mb {options.max_site_mb}: "
+             "the pages alone pass it; --layers or a smaller test set make it smaller")
+    elif size > GITHUB_PAGES_LIMIT_BYTES:
+        echo(f"warning: the site is {size / 1e9:.2f} GB, over GitHub Pages' 1 GB limit")
     return BuildResult(site=site.target, files=files, bytes=size,
                        seconds=time.perf_counter() - started, accuracy=metrics.accuracy,
                        warnings=warnings, stage_seconds=stage_seconds)
 
 
 def _explain(grad_cam, test, contract, true_labels: np.ndarray, probabilities: np.ndarray,
-             image_slugs: list[str], class_names: list[str], site: SiteWriter):
+             image_slugs: list[str], class_names: list[str], site: SiteWriter, batch_size: int):
     """Grad-CAM for every test image in a second taped pass, overlays written on the way."""
     from reportgen import overlays
     from reportgen.explain import explain_test_set
@@ -424,15 +525,19 @@ def _explain(grad_cam, test, contract, true_labels: np.ndarray, probabilities: n
                 site.write(layout.cam_asset(image_slugs[index], "true"),
                            overlays.overlay_png(image, result.true_maps[offset]))
 
-    explanations = explain_test_set(grad_cam, iter_batches(test, contract.spec, INFERENCE_BATCH),
+    # The memory plan's batch: the tape holds about what the probe's maps take.
+    explanations = explain_test_set(grad_cam, iter_batches(test, contract.spec, batch_size),
                                     contract.prepare, true_labels, probabilities, draw)
+    from reportgen.render_explain import cam_cells_shown
+
     class_slugs = _unique_slugs(class_names)
     for t, true_slug in enumerate(class_slugs):
         site.write(layout.cam_class_asset(true_slug),
                    overlays.heatmap_png(explanations.class_means[t]))
-        for p, predicted_slug in enumerate(class_slugs):
-            site.write(layout.cam_cell_asset(true_slug, predicted_slug),
-                       overlays.heatmap_png(explanations.cell_means[t, p]))
+    if cam_cells_shown(len(class_names)):
+        for (t, p), mean_map in sorted(explanations.cell_means.items()):
+            site.write(layout.cam_cell_asset(class_slugs[t], class_slugs[p]),
+                       overlays.heatmap_png(mean_map))
     return explanations
 
 
@@ -443,7 +548,8 @@ def _unique_slugs(names: list[str], slug=slugify) -> list[str]:
     return slugs
 
 
-def _warnings(dataset: Dataset, drawn_images: int, n_images: int) -> tuple[str, ...]:
+def _warnings(dataset: Dataset, n_drawn: int, n_images: int, options: BuildOptions,
+              site_plan: plan.SitePlan) -> tuple[str, ...]:
     warnings = []
     if dataset.skipped:
         warnings.append(f"{len(dataset.skipped)} unreadable file(s) skipped; each is listed with its reason.")
@@ -451,9 +557,14 @@ def _warnings(dataset: Dataset, drawn_images: int, n_images: int) -> tuple[str, 
         if split is not None:
             warnings.extend(f"class folder {split.root.name}/{name} has no readable images."
                             for name in split.empty_classes)
-    if drawn_images < n_images:
-        warnings.append(f"feature maps drawn for the first {drawn_images} of {n_images} test "
-                        "images only (--max-gallery-images).")
+    if n_drawn < n_images:
+        capped = options.max_gallery_images is not None and n_drawn == options.max_gallery_images
+        why = (f"--max-gallery-images {options.max_gallery_images}" if capped else
+               f"the site would pass --max-site-mb {options.max_site_mb} at about "
+               f"{site_plan.bytes_per_image / MB:.2f} MB of feature maps per image")
+        warnings.append(f"feature maps drawn for {n_drawn} of {n_images} test images ({why}): "
+                        "mistakes first, then an even share of each class. Predictions and "
+                        "statistics cover every image.")
     return tuple(warnings)
 
 

@@ -15,6 +15,7 @@ import click
 
 from reportgen import __version__
 from reportgen.errors import UserError
+from reportgen.plan import DEFAULT_MAX_CHANNELS, DEFAULT_MAX_SITE_MB, DEFAULT_MEMORY_BUDGET_MB
 
 DEFAULT_DATA = Path("data/shapes")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -205,7 +206,9 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
               help="Allow models that contain Python code (Lambda layers, HDF5). Only for files "
                    "you trust.")
 @click.option("--layers", "layer_patterns", multiple=True,
-              help="Only layers whose path matches this glob (repeatable), e.g. 'block2*'.")
+              help="Layers to show: a glob on their paths (repeatable), e.g. 'block2*', or 'all'. "
+                   "Default: every layer of a small model; the first convolution, block outputs "
+                   "and last layer of a big one.")
 @click.option("--scale", type=click.Choice(["layer", "channel"]), default="layer",
               help="Colour scale: one per layer (honest: dead channels look dead) or the "
                    "article's per-channel standardisation.")
@@ -213,7 +216,17 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
 @click.option("--per-page", "images_per_page", type=click.IntRange(min=1), default=24,
               help="Images per page of a layer's gallery.")
 @click.option("--max-gallery-images", type=click.IntRange(min=1),
-              help="Draw feature maps for at most this many test images (keeps big sites small).")
+              help="Draw feature maps for at most this many test images (mistakes first, then "
+                   "an even share of each class).")
+@click.option("--max-channels", type=click.IntRange(min=1), default=DEFAULT_MAX_CHANNELS,
+              help="Channels drawn per layer on image and gallery pages, the most variable "
+                   "over the test set; the atlas and report.json keep every channel.")
+@click.option("--memory-budget", "memory_budget_mb", type=click.IntRange(min=100),
+              default=DEFAULT_MEMORY_BUDGET_MB,
+              help="Megabytes for feature maps on top of TensorFlow's own; sizes the batches.")
+@click.option("--max-site-mb", type=click.IntRange(min=1), default=DEFAULT_MAX_SITE_MB,
+              help="Site size budget in MB (GitHub Pages allows 1000): fewer images get "
+                   "feature maps if needed, never fewer predictions or statistics.")
 @click.option("--jobs", type=click.IntRange(min=1), default=os.cpu_count() or 1,
               help="Worker threads drawing and encoding feature maps.")
 @click.option("--strict", is_flag=True, help="Fail if any image file cannot be read.")
@@ -232,7 +245,8 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
 def build(data: Path, out: Path, model_path: Path | None, history_path: Path | None,
           retrain: bool, trust_model: bool, preprocess: str, resize: str,
           layer_patterns: tuple[str, ...], scale: str,
-          colormap: str, images_per_page: int, max_gallery_images: int | None, jobs: int,
+          colormap: str, images_per_page: int, max_gallery_images: int | None,
+          max_channels: int, memory_budget_mb: int, max_site_mb: int, jobs: int,
           strict: bool, title: str | None, explain: bool, cam_layer: str | None,
           site_url: str | None, **training) -> None:
     """Write the HTML report: train or load, run every test image."""
@@ -249,9 +263,10 @@ def build(data: Path, out: Path, model_path: Path | None, history_path: Path | N
         data=data, out=out, model_path=model_path, history_path=history_path, retrain=retrain,
         trust_model=trust_model, preprocess=preprocess, resize=resize,
         layer_patterns=layer_patterns, scale=scale, colormap=colormap,
-        images_per_page=images_per_page, max_gallery_images=max_gallery_images, jobs=jobs,
-        strict=strict, title=title, explain=explain, cam_layer=cam_layer, site_url=site_url,
-        generate_missing_data=data == DEFAULT_DATA,
+        images_per_page=images_per_page, max_gallery_images=max_gallery_images,
+        max_channels=max_channels, memory_budget_mb=memory_budget_mb, max_site_mb=max_site_mb,
+        jobs=jobs, strict=strict, title=title, explain=explain, cam_layer=cam_layer,
+        site_url=site_url, generate_missing_data=data == DEFAULT_DATA,
         train=_train_options(**training),
     )
     from reportgen.site import InterruptedAfterSwap

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
 GRID_COLUMNS = 16  # the article draws 16 channels per row
+# Fewer columns for big maps, so a grid at one pixel per value fits a page (render.py).
+MAX_GRID_WIDTH_PX = 960
 # Pictures are palette PNGs: one byte per pixel instead of three, so zlib has a third
 # of the work and files shrink (benchmarks/results.md). Indices 0..254 are the
 # colormap from its bottom to its top colour; 255 is the white gap between tiles.
@@ -49,14 +52,17 @@ def _to_levels(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndar
     return np.clip(levels, 0, TOP_LEVEL).astype(np.uint8)
 
 
-def layer_scale_levels(feature_maps: np.ndarray) -> np.ndarray:
+def layer_scale_levels(feature_maps: np.ndarray, channels: Sequence[int] | None = None) -> np.ndarray:
     """(n, h, w, c) float -> uint8 levels; per image one linear scale for all channels.
 
     The scale runs from min(0, lowest value) to the highest, so zero stays at the
-    bottom colour and a channel that never fires looks dead, not grey.
+    bottom colour and a channel that never fires looks dead, not grey. With ``channels``
+    only those are returned, still on the scale of the whole layer.
     """
     low = np.minimum(feature_maps.min(axis=(1, 2, 3), keepdims=True), 0.0)
     high = feature_maps.max(axis=(1, 2, 3), keepdims=True)
+    if channels is not None:
+        feature_maps = feature_maps[..., list(channels)]
     return _to_levels(feature_maps, low, high)
 
 
@@ -69,13 +75,22 @@ def channel_scale_levels(feature_maps: np.ndarray) -> np.ndarray:
     return np.clip(maps * 64.0 + TOP_LEVEL // 2 + 0.5, 0, TOP_LEVEL).astype(np.uint8)
 
 
-def scale_levels(feature_maps: np.ndarray, scale: str) -> np.ndarray:
-    return layer_scale_levels(feature_maps) if scale == "layer" else channel_scale_levels(feature_maps)
+def scale_levels(feature_maps: np.ndarray, scale: str,
+                 channels: Sequence[int] | None = None) -> np.ndarray:
+    if scale == "layer":
+        return layer_scale_levels(feature_maps, channels)
+    if channels is not None:
+        feature_maps = feature_maps[..., list(channels)]
+    return channel_scale_levels(feature_maps)
 
 
 def grid_shape(height: int, width: int, channels: int) -> tuple[int, int, int, int]:
-    """(rows, columns, grid height px, grid width px) of a channel grid with 1-px gaps."""
-    columns = min(channels, GRID_COLUMNS)
+    """(rows, columns, grid height px, grid width px) of a channel grid with 1-px gaps.
+
+    16 columns as in the article, fewer when the maps are so wide that 16 would pass
+    MAX_GRID_WIDTH_PX (a 112-pixel map gets 8).
+    """
+    columns = min(channels, GRID_COLUMNS, max(1, MAX_GRID_WIDTH_PX // (width + 1)))
     rows = math.ceil(channels / columns)
     return rows, columns, rows * (height + 1) - 1, columns * (width + 1) - 1
 
@@ -101,9 +116,10 @@ def encode_png(pixels: np.ndarray, palette: bytes | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def feature_grid_pngs(feature_maps: np.ndarray, palette: bytes, scale: str = "layer") -> list[bytes]:
-    """One PNG per image of every channel of one layer, for a batch (n, h, w, c)."""
-    grids = channel_grids(scale_levels(feature_maps, scale))
+def feature_grid_pngs(feature_maps: np.ndarray, palette: bytes, scale: str = "layer",
+                      channels: Sequence[int] | None = None) -> list[bytes]:
+    """One PNG per image of one layer's channels (all, or those listed), for a batch (n, h, w, c)."""
+    grids = channel_grids(scale_levels(feature_maps, scale, channels))
     return [encode_png(grid, palette) for grid in grids]
 
 

@@ -22,6 +22,7 @@ with another activation would have to rebuild nested models and shared layers.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -287,11 +288,17 @@ def even_sample(labels: np.ndarray, max_points: int = EMBEDDING_MAX_POINTS) -> n
 def mean_maps(maps: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
     """(n_groups, h, w): the mean map of each group; zeros for an empty group."""
     means = np.zeros((n_groups, *maps.shape[1:]), dtype=np.float32)
-    for group in range(n_groups):
-        members = groups == group
-        if members.any():
-            means[group] = maps[members].mean(axis=0)
+    for group in np.unique(groups):  # only the groups that occur: never classes² work
+        means[group] = maps[groups == group].mean(axis=0)
     return means
+
+
+def cell_mean_maps(maps: np.ndarray, true_labels: np.ndarray,
+                   predicted: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+    """{(true, predicted): mean map} for the confusion cells that hold images."""
+    cells = sorted(set(zip(true_labels.tolist(), predicted.tolist(), strict=True)))
+    return {(t, p): maps[(true_labels == t) & (predicted == p)].mean(axis=0).astype(np.float32)
+            for t, p in cells}
 
 
 def confusion_channels(channel_means: np.ndarray, true_labels: np.ndarray,
@@ -301,18 +308,17 @@ def confusion_channels(channel_means: np.ndarray, true_labels: np.ndarray,
     ((channel, excess), ...)), the ``top`` channels whose mean activation on the cell's images
     most exceeds their mean on the correctly classified images of the true class (excess > 0)."""
     cells = []
-    for t in range(n_classes):
+    counts = collections.Counter(zip(true_labels.tolist(), predicted.tolist(), strict=True))
+    # Only the cells that hold enough images: never classes² work.
+    for (t, p), count in sorted(counts.items()):
         right = (true_labels == t) & (predicted == t)
-        if not right.any():
+        if p == t or count < min_images or not right.any():
             continue
         baseline = channel_means[right].mean(axis=0)
-        for p in range(n_classes):
-            members = (true_labels == t) & (predicted == p)
-            if p == t or members.sum() < min_images:
-                continue
-            excess = channel_means[members].mean(axis=0) - baseline
-            order = sorted(range(len(excess)), key=lambda c: (-excess[c], c))[:top]
-            cells.append((t, p, tuple((c, float(excess[c])) for c in order if excess[c] > 0)))
+        members = (true_labels == t) & (predicted == p)
+        excess = channel_means[members].mean(axis=0) - baseline
+        order = sorted(range(len(excess)), key=lambda c: (-excess[c], c))[:top]
+        cells.append((t, p, tuple((c, float(excess[c])) for c in order if excess[c] > 0)))
     return tuple(cells)
 
 
@@ -329,7 +335,7 @@ class Explanations:
     embedding_layer: str
     embedding: Embedding
     calibration: Calibration
-    cell_means: np.ndarray  # (classes, classes, h, w): mean predicted-class map per confusion cell
+    cell_means: dict  # {(true, predicted): (h, w)} mean predicted-class map of each non-empty cell
     class_means: np.ndarray  # (classes, h, w): mean true-class map over each true class
     confusion_channels: tuple  # confusion_channels(...) on the CAM layer
 
@@ -370,7 +376,6 @@ def explain_test_set(cam: GradCam, batches, prepare, true_labels: np.ndarray,
         entropy=entropy(probabilities),
         embedding_layer=cam.embedding_layer, embedding=pca_2d(features),
         calibration=calibration(probabilities, true_labels),
-        cell_means=mean_maps(maps, true_labels * n_classes + predicted,
-                             n_classes * n_classes).reshape(n_classes, n_classes, height, width),
+        cell_means=cell_mean_maps(maps, true_labels, predicted),
         class_means=mean_maps(true_maps, true_labels, n_classes),
         confusion_channels=confusion_channels(channel_means, true_labels, predicted, n_classes))

@@ -19,12 +19,22 @@ def layer_page(layer_slug: str, page: int = 1) -> str:
     return f"layers/{layer_slug}/index.html" if page == 1 else f"layers/{layer_slug}/page-{page}.html"
 
 
-def class_page(class_slug: str) -> str:
-    return f"classes/{class_slug}.html"
+def atlas_page(layer_slug: str, page: int = 1) -> str:
+    """The atlas' first page shares the layer's index.html with the gallery's first page."""
+    return layer_page(layer_slug) if page == 1 else f"layers/{layer_slug}/atlas-{page}.html"
 
 
-def cell_page(true_slug: str, predicted_slug: str) -> str:
-    return f"cells/{true_slug}--{predicted_slug}.html"
+def class_page(class_slug: str, page: int = 1) -> str:
+    return f"classes/{class_slug}.html" if page == 1 else f"classes/{class_slug}-page-{page}.html"
+
+
+def cell_page(true_slug: str, predicted_slug: str, page: int = 1) -> str:
+    stem = f"cells/{true_slug}--{predicted_slug}"
+    return f"{stem}.html" if page == 1 else f"{stem}-page-{page}.html"
+
+
+def confusion_asset() -> str:
+    return "assets/confusion.png"
 
 
 def input_asset(image_slug: str) -> str:

@@ -16,8 +16,9 @@ from xml.sax.saxutils import escape
 
 import jinja2
 
-from reportgen import layout, render_explain
-from reportgen.report import ImageEntry, LayerEntry, Report, image_slug
+from reportgen import drawing, layout, render_explain
+from reportgen.plan import CHANNEL_RANKING
+from reportgen.report import FeatureLayerRow, ImageEntry, LayerEntry, Report, image_slug
 
 STATIC_FILES = ("style.css", "site.js", "favicon.svg")
 THUMB_TARGET_PX = 84
@@ -27,6 +28,19 @@ GRID_MAX_WIDTH_PX = 960
 ATLAS_TILE_TARGET_PX = 30
 TOP_MISTAKES = 12
 PAGER_NEIGHBOURS = 2
+# Beyond this many classes a table per class pair is unreadable: the confusion matrix becomes a
+# picture with a table of the most confused pairs, per-class lists shrink to the top few.
+MATRIX_TABLE_MAX_CLASSES = 30
+CONFUSED_PAIRS = 50
+TOP_CLASSES = 10  # probability bars and class means shown per image and channel, many classes
+CONFUSION_PICTURE_PX = 800  # the matrix picture is at least this wide
+THUMBS_PER_PAGE = 96  # class and cell pages
+ATLAS_CHANNELS_PER_PAGE = 64
+RANKING_SHOWN = 64
+# A gallery page holds at most this many pixels of grids (about 15 screens), so pages of
+# big maps hold fewer images.
+GALLERY_PAGE_GRID_PX = 8_000
+GALLERY_ENTRY_EXTRA_PX = 40  # caption and spacing per gallery entry
 
 
 def templates_dir() -> Path:
@@ -73,6 +87,16 @@ def integer_scale(target_px: int, size_px: int, max_px: int | None = None) -> in
     return scale
 
 
+def fit_size(target_px: int, height: int, width: int) -> tuple[int, int]:
+    """(height, width) on the page: small pictures zoomed by a whole number (crisp pixels),
+    pictures bigger than ``target_px`` shrunk to it, keeping their shape."""
+    longest = max(height, width)
+    if longest <= target_px:
+        scale = integer_scale(target_px, longest)
+        return height * scale, width * scale
+    return max(1, round(height * target_px / longest)), max(1, round(width * target_px / longest))
+
+
 # -- views -----------------------------------------------------------------------------------
 
 class Views:
@@ -81,8 +105,12 @@ class Views:
     def __init__(self, report: Report):
         self.report = report
         height, width = report.model.input_shape[:2]
-        self.thumb_scale = integer_scale(THUMB_TARGET_PX, max(height, width))
+        self.thumb_size = fit_size(THUMB_TARGET_PX, height, width)
         self.input_size = (height, width)
+        self.drawn = report.drawn
+        # Position of each drawn image in the galleries, by image index.
+        self.gallery_position = {i: position for position, i in enumerate(report.drawn_indices)}
+        self.many_classes = len(report.class_names) > MATRIX_TABLE_MAX_CLASSES
 
     def class_name(self, label: int) -> str:
         return self.report.class_names[label]
@@ -94,8 +122,8 @@ class Views:
             "src": layout.input_asset(image.slug),
             "path": image.path,
             "name": posixpath.basename(image.path),
-            "width": width * self.thumb_scale,
-            "height": height * self.thumb_scale,
+            "width": self.thumb_size[1],
+            "height": self.thumb_size[0],
             "true_name": self.class_name(image.true_label),
             "predicted_name": self.class_name(image.predicted_label),
             "correct": image.correct,
@@ -113,8 +141,38 @@ class Views:
             "src": layout.map_asset(layer.slug, image.slug),
             "width": width * scale,
             "height": height * scale,
-            "alt": f"{layer.output_shape[2]} channels of {layer.path} for {image.path}",
+            "alt": f"{self.channels_sentence(layer)} of {layer.path} for {image.path}",
         }
+
+    def grid_height(self, layer: LayerEntry) -> int:
+        return self.grid(layer, self.report.images[0])["height"] if self.report.images else 0
+
+    def per_page(self, layer: LayerEntry) -> int:
+        """Gallery images per page for a layer: fewer when its grids are tall."""
+        fit = GALLERY_PAGE_GRID_PX // (self.grid_height(layer) + GALLERY_ENTRY_EXTRA_PX)
+        return max(1, min(self.report.images_per_page, fit))
+
+    def gallery_page(self, layer: LayerEntry, image: ImageEntry) -> str | None:
+        position = self.gallery_position.get(image.index)
+        if position is None:
+            return None
+        return layout.layer_page(layer.slug, layout.page_of(position, self.per_page(layer)))
+
+    @staticmethod
+    def channels_sentence(layer: LayerEntry) -> str:
+        total = layer.output_shape[2]
+        if len(layer.shown_channels) == total:
+            return f"all {total:,} channels"
+        return f"{len(layer.shown_channels):,} of {total:,} channels"
+
+    def channels_note(self, layer: LayerEntry) -> str:
+        total = layer.output_shape[2]
+        if len(layer.shown_channels) == total:
+            return f"All {total:,} channels are drawn, in index order."
+        listed = ", ".join(str(c) for c in layer.shown_channels)
+        return (f"{len(layer.shown_channels):,} of {total:,} channels shown, ranked by "
+                f"{CHANNEL_RANKING} (--max-channels); drawn in index order: {listed}. "
+                "The atlas and report.json cover every channel.")
 
     def scale_note(self) -> str:
         if self.report.scale == "layer":
@@ -127,10 +185,8 @@ class Views:
                 "brightness cannot be compared between channels.")
 
 
-def _pager(layer_slug: str, number: int, total: int) -> dict:
-    def href(page: int) -> str:
-        return layout.layer_page(layer_slug, page)
-
+def _pager(href, number: int, total: int) -> dict:
+    """Links to pages 1..total around ``number``; ``href(page)`` names a page."""
     shown = sorted({1, total, *range(max(1, number - PAGER_NEIGHBOURS),
                                       min(total, number + PAGER_NEIGHBOURS) + 1)})
     pages = []
@@ -161,26 +217,55 @@ def _neighbours(items: list) -> Iterator[tuple]:
 
 # -- pages ------------------------------------------------------------------------------------
 
+def _layer_rows(report: Report) -> list[dict]:
+    """Every feature-map layer of the model; the shown ones with their statistics and a link."""
+    by_path = {layer.path: layer for layer in report.layers}
+    rows = report.feature_layers or tuple(
+        FeatureLayerRow(layer.path, layer.type_name, layer.output_shape, True)
+        for layer in report.layers)
+    table = []
+    for row in rows:
+        layer = by_path.get(row.path)
+        entry = {"path": row.path, "type_name": row.type_name,
+                 "shape": " × ".join(str(d) for d in row.output_shape),
+                 "channels": row.output_shape[2], "shown": layer is not None}
+        if layer is not None:
+            entry.update({
+                "href": layout.layer_page(layer.slug),
+                "drawn_channels": len(layer.shown_channels),
+                "dead_count": layer.stats.dead_count,
+                "dead_share": percent(layer.stats.dead_share),
+                "dead_share_value": f"{layer.stats.dead_share:.4f}",
+                "mean_activation": number(layer.stats.mean_activation),
+            })
+        table.append(entry)
+    return table
+
+
 def overview_view(report: Report, views: Views) -> dict:
     metrics = report.metrics
     history = report.history
+    n_classes = len(report.class_names)
     cards = [
         {"value": percent(metrics.accuracy), "label": "test accuracy"},
         {"value": number(metrics.macro_f1), "label": "macro F1"},
         {"value": str(history.best_epoch) if history else "—",
          "label": f"best epoch of {history.epochs}" if history else "no training history"},
         {"value": str(metrics.n_images), "label": "test images"},
-        {"value": str(len(report.class_names)), "label": "classes"},
+        {"value": str(n_classes), "label": "classes"},
     ]
+    class_list = ", ".join(report.class_names[:TOP_CLASSES * 3])
+    if n_classes > TOP_CLASSES * 3:
+        class_list += f", … ({n_classes:,} in all, listed on the results page)"
     facts = [
         {"label": "Data", "value": report.data_name},
-        {"label": "Classes", "value": ", ".join(report.class_names)},
+        {"label": "Classes", "value": class_list},
         {"label": "Model", "value": f"{report.model.name} ({report.model.source})"},
         {"label": "Validation data", "value": report.validation},
         *([{"label": "Input", "value": report.input_contract.description}]
           if report.input_contract else []),
-        {"label": "Feature maps drawn", "value": f"{report.drawn_images} of {len(report.images)} "
-                                                 "test images"},
+        {"label": "Feature maps drawn", "value": f"{len(report.drawn_indices)} of "
+                                                 f"{len(report.images)} test images"},
     ]
     curves = []
     if history:
@@ -190,21 +275,17 @@ def overview_view(report: Report, views: Views) -> dict:
                        f"accuracy (dashed line); validation data: {report.validation}.")
     else:
         curves_note = "No training history was given, so there are no learning curves."
-    layers = [{
-        "href": layout.layer_page(layer.slug),
-        "path": layer.path,
-        "type_name": layer.type_name,
-        "shape": " × ".join(str(d) for d in layer.output_shape),
-        "channels": layer.output_shape[2],
-        "dead_count": layer.stats.dead_count,
-        "dead_share": percent(layer.stats.dead_share),
-        "dead_share_value": f"{layer.stats.dead_share:.4f}",
-        "mean_activation": number(layer.stats.mean_activation),
-    } for layer in report.layers]
+    n_feature_layers = len(report.feature_layers) or len(report.layers)
+    channel_cap = (f" At most {report.max_channels} channels per layer are drawn on image and "
+                   f"gallery pages, ranked by {CHANNEL_RANKING} (--max-channels)."
+                   if report.max_channels is not None else "")
     return {
         "lead": (f"{report.model.name} ({report.model.source}) on {report.data_name}: "
-                 f"{metrics.n_images} test images in {len(report.class_names)} classes, every "
-                 f"feature map of {len(report.layers)} layers."),
+                 f"{metrics.n_images} test images in {n_classes} classes, "
+                 + (f"every feature map of {len(report.layers)} layers."
+                    if len(report.layers) == n_feature_layers else
+                    f"the feature maps of {len(report.layers)} of its {n_feature_layers} "
+                    "feature-map layers.")),
         "cards": cards,
         "facts": facts,
         "warnings": list(report.warnings),
@@ -213,7 +294,9 @@ def overview_view(report: Report, views: Views) -> dict:
                              f"are classified correctly; macro F1 {number(metrics.macro_f1)}."),
         "curves": curves,
         "curves_note": curves_note,
-        "layers": layers,
+        "layers": _layer_rows(report),
+        "layer_rule": (report.layer_rule or f"All {len(report.layers)} feature-map layers are "
+                                             "shown.") + channel_cap,
         "scale_note": views.scale_note(),
         "model_sentence": (f"Input {' × '.join(map(str, report.model.input_shape))}, "
                            f"{report.model.total_params:,} parameters."),
@@ -223,29 +306,54 @@ def overview_view(report: Report, views: Views) -> dict:
     }
 
 
+def confusion_png(confusion, palette: bytes) -> bytes:
+    """The row-normalised confusion matrix as a picture, a square of pixels per cell."""
+    import numpy as np
+
+    n = confusion.shape[0]
+    rows = confusion.sum(axis=1, keepdims=True)
+    shares = np.divide(confusion, rows, out=np.zeros(confusion.shape, np.float64), where=rows > 0)
+    levels = np.round(shares * drawing.TOP_LEVEL).astype(np.uint8)
+    cell = max(1, -(-CONFUSION_PICTURE_PX // n))
+    return drawing.encode_png(np.kron(levels, np.ones((cell, cell), np.uint8)), palette)
+
+
+def _cell_href(report: Report, t: int, p: int) -> str:
+    return layout.cell_page(report.class_slugs[t], report.class_slugs[p])
+
+
 def results_view(report: Report, views: Views) -> dict:
     confusion = report.metrics.confusion
     slugs = report.class_slugs
+    names = report.class_names
     rows = []
-    for t, name in enumerate(report.class_names):
-        row_total = int(confusion[t].sum())
-        cells = []
-        for p, predicted_name in enumerate(report.class_names):
-            count = int(confusion[t, p])
-            share = count / row_total if row_total else 0.0
-            cells.append({
-                "href": layout.cell_page(slugs[t], slugs[p]),
-                "count": count,
-                "share": percent(share),
-                "css": shade_class(share) + (" diagonal" if t == p else ""),
-                "title": f"{count} {name} predicted as {predicted_name}",
-            })
-        rows.append({"name": name, "href": layout.class_page(slugs[t]), "cells": cells})
+    if not views.many_classes:
+        for t, name in enumerate(names):
+            row_total = int(confusion[t].sum())
+            cells = []
+            for p, predicted_name in enumerate(names):
+                count = int(confusion[t, p])
+                share = count / row_total if row_total else 0.0
+                cells.append({
+                    "href": _cell_href(report, t, p) if count else None,
+                    "count": count,
+                    "share": percent(share),
+                    "css": shade_class(share) + (" diagonal" if t == p else ""),
+                    "title": f"{count} {name} predicted as {predicted_name}",
+                })
+            rows.append({"name": name, "href": layout.class_page(slugs[t]), "cells": cells})
+    pairs = sorted(((int(confusion[t, p]), t, p) for t, p in zip(*confusion.nonzero(), strict=True)
+                    if t != p), key=lambda c: (-c[0], c[1], c[2]))[:CONFUSED_PAIRS]
+    supports = confusion.sum(axis=1)
+    confused = [{"true_name": names[t], "predicted_name": names[p], "count": count,
+                 "share": percent(count / supports[t]), "href": _cell_href(report, t, p)}
+                for count, t, p in pairs]
+    cell_px = max(1, -(-CONFUSION_PICTURE_PX // len(names)))
     per_class = [{
-        "name": name, "href": layout.class_page(slugs[c]),
+        "index": c, "name": name, "href": layout.class_page(slugs[c]),
         "precision": f"{s.precision:.3f}", "recall": f"{s.recall:.3f}", "f1": f"{s.f1:.3f}",
         "support": s.support,
-    } for c, (name, s) in enumerate(zip(report.class_names, report.metrics.per_class, strict=True))]
+    } for c, (name, s) in enumerate(zip(names, report.metrics.per_class, strict=True))]
     scores = report.metrics.per_class
     macro = {
         "precision": f"{sum(s.precision for s in scores) / len(scores):.3f}",
@@ -258,8 +366,18 @@ def results_view(report: Report, views: Views) -> dict:
     return {
         "lead": (f"Accuracy {percent(report.metrics.accuracy)} on {report.metrics.n_images} "
                  f"test images; macro F1 {number(report.metrics.macro_f1)}."),
-        "class_names": list(report.class_names),
+        "class_names": list(names),
         "rows": rows,
+        "picture": {
+            "src": layout.confusion_asset(),
+            "size": cell_px * len(names),
+            "alt": f"confusion matrix of {len(names)} classes",
+            "note": (f"{len(names):,} classes: each class is a row (true) and a column "
+                     f"(predicted) of {cell_px} px, in the order of the per-class table below "
+                     "(its # column); brightness is the share of the row. The most confused "
+                     "pairs follow, each linking to its images."),
+        } if views.many_classes else None,
+        "confused": confused,
         "per_class": per_class,
         "macro": macro,
         "mistakes": [views.thumb(i) for i in mistakes],
@@ -267,56 +385,80 @@ def results_view(report: Report, views: Views) -> dict:
     }
 
 
-def listing_pages(report: Report, views: Views) -> Iterator[tuple[str, str, dict]]:
-    """(page path, title, view) for every confusion cell and every class."""
-    names, slugs = report.class_names, report.class_slugs
+def _paged_listing(path_of, title: str, heading: str, lead: str, items: list[ImageEntry],
+                   views: Views, empty: str) -> Iterator[tuple[str, str, dict]]:
+    total = layout.page_count(len(items), THUMBS_PER_PAGE)
     results_link = {"href": "results.html", "label": "Results"}
-    for t, p in ((t, p) for t in range(len(names)) for p in range(len(names))):
-        items = sorted((i for i in report.images
-                        if i.true_label == t and i.predicted_label == p),
-                       key=lambda i: (-i.confidence, i.path))
+    for number_ in range(1, total + 1):
+        start = (number_ - 1) * THUMBS_PER_PAGE
+        yield path_of(number_), title, {
+            "heading": heading,
+            "lead": lead,
+            "thumbs": [views.thumb(i) for i in items[start:start + THUMBS_PER_PAGE]],
+            "empty": empty,
+            "pager": _pager(path_of, number_, total),
+            "nav": _nav(None, None, results_link),
+        }
+
+
+def listing_pages(report: Report, views: Views) -> Iterator[tuple[str, str, dict]]:
+    """(page path, title, view) for every non-empty confusion cell and every class, paged.
+
+    One pass groups the images, so the work grows with images and classes, never with
+    classes squared. Beyond MATRIX_TABLE_MAX_CLASSES the diagonal cells get no pages of
+    their own: nothing links to them, and their class pages list the same images.
+    """
+    names, slugs = report.class_names, report.class_slugs
+    cells: dict[tuple[int, int], list[ImageEntry]] = {}
+    classes: dict[int, list[ImageEntry]] = {c: [] for c in range(len(names))}
+    for image in report.images:
+        cells.setdefault((image.true_label, image.predicted_label), []).append(image)
+        classes[image.true_label].append(image)
+    for (t, p), items in sorted(cells.items()):
+        if t == p and views.many_classes:
+            continue  # the class page lists these; the matrix picture links to no cell
+        items.sort(key=lambda i: (-i.confidence, i.path))
         verb = "correctly" if t == p else f"as {names[p]}"
-        yield layout.cell_page(slugs[t], slugs[p]), f"{names[t]} → {names[p]}", {
-            "heading": f"True {names[t]}, predicted {names[p]}",
-            "lead": f"{len(items)} test images of {names[t]} classified {verb}, most confident first.",
-            "thumbs": [views.thumb(i) for i in items],
-            "empty": "No test image falls in this cell.",
-            "nav": _nav(None, None, results_link),
-        }
-    for c, name in enumerate(names):
-        items = sorted((i for i in report.images if i.true_label == c),
-                       key=lambda i: (i.correct, -i.confidence if not i.correct else 0, i.path))
+        yield from _paged_listing(
+            lambda page, t=t, p=p: layout.cell_page(slugs[t], slugs[p], page),
+            f"{names[t]} → {names[p]}", f"True {names[t]}, predicted {names[p]}",
+            f"{len(items)} test images of {names[t]} classified {verb}, most confident first.",
+            items, views, "No test image falls in this cell.")
+    for c, items in classes.items():
+        items.sort(key=lambda i: (i.correct, -i.confidence if not i.correct else 0, i.path))
         wrong = sum(not i.correct for i in items)
-        yield layout.class_page(slugs[c]), name, {
-            "heading": name,
-            "lead": f"{len(items)} test images, {wrong} misclassified; mistakes first.",
-            "thumbs": [views.thumb(i) for i in items],
-            "empty": "This class has no test images.",
-            "nav": _nav(None, None, results_link),
-        }
+        yield from _paged_listing(
+            lambda page, c=c: layout.class_page(slugs[c], page), names[c], names[c],
+            f"{len(items)} test images, {wrong} misclassified; mistakes first.",
+            items, views, "This class has no test images.")
 
 
 def image_view(report: Report, views: Views, image: ImageEntry, previous: ImageEntry | None,
                next_: ImageEntry | None) -> dict:
     height, width = views.input_size
     scale = integer_scale(IMAGE_PAGE_TARGET_PX, max(height, width))
-    drawn = image.index < report.drawn_images
-    page = layout.page_of(image.index, report.images_per_page)
+    drawn = image.index in views.gallery_position
     layers = []
     for layer in report.layers:
+        gallery = views.gallery_page(layer, image)
         layers.append({
             "anchor": f"layer-{layer.slug}",
-            "href": layout.layer_page(layer.slug, page) + f"#img-{image.slug}" if drawn
-            else layout.layer_page(layer.slug),
+            "href": f"{gallery}#img-{image.slug}" if gallery else layout.layer_page(layer.slug),
             "path": layer.path,
             "type_name": layer.type_name,
             "shape": " × ".join(str(d) for d in layer.output_shape),
+            "channels": views.channels_sentence(layer),
             "grid": views.grid(layer, image) if drawn else None,
-            "missing": "Feature maps were not drawn for this image (--max-gallery-images).",
+            "missing": "Feature maps were not drawn for this image (the site's size plan; see "
+                       "the overview).",
         })
-    bars = [{"name": name, "value": f"{p:.4f}", "text": percent(p),
+    order = sorted(range(len(report.class_names)), key=lambda c: (-image.probabilities[c], c))
+    if views.many_classes:
+        order = order[:TOP_CLASSES]
+    bars = [{"name": report.class_names[c], "value": f"{image.probabilities[c]:.4f}",
+             "text": percent(image.probabilities[c]),
              "css": "predicted" if c == image.predicted_label else ""}
-            for c, (name, p) in enumerate(zip(report.class_names, image.probabilities, strict=True))]
+            for c in (order if views.many_classes else range(len(report.class_names)))]
 
     def link(other: ImageEntry | None) -> dict | None:
         return {"href": layout.image_page(other.slug), "label": other.path} if other else None
@@ -332,7 +474,10 @@ def image_view(report: Report, views: Views, image: ImageEntry, previous: ImageE
         "css": "correct" if image.correct else "wrong",
         "bars": bars,
         "cam": render_explain.image_cam_view(report, image, width * scale, height * scale),
+        "bars_note": (f"The {TOP_CLASSES} most probable of {len(report.class_names):,} classes."
+                      if views.many_classes else ""),
         "layers": layers,
+        "jump": len(layers) > 1,
         "scale_note": views.scale_note(),
         "nav": _nav(link(previous), link(next_),
                     {"href": layout.class_page(report.class_slugs[image.true_label]),
@@ -340,20 +485,34 @@ def image_view(report: Report, views: Views, image: ImageEntry, previous: ImageE
     }
 
 
-def atlas_view(report: Report, layer: LayerEntry, views: Views) -> dict:
+def _atlas_page_of(channel: int) -> int:
+    return channel // ATLAS_CHANNELS_PER_PAGE + 1
+
+
+def atlas_view(report: Report, layer: LayerEntry, views: Views, page: int) -> dict:
+    """One page of a layer's channel atlas: ATLAS_CHANNELS_PER_PAGE channels."""
     stats = layer.stats
     height, width = views.input_size
-    tile_scale = integer_scale(ATLAS_TILE_TARGET_PX, max(height, width))
+    tile_height, tile_width = fit_size(ATLAS_TILE_TARGET_PX, height, width)
     map_h, map_w = layer.output_shape[:2]
-    strip_scale = max(1, (width * tile_scale + 1) // (map_w + 1))
+    # Each map about as wide as its top image's tile: a whole-number zoom for small maps,
+    # shrunk for maps wider than the tile.
+    strip_zoom = (max(1, (tile_width + 1) // (map_w + 1)) if map_w <= tile_width
+                  else (tile_width + 1) / (map_w + 1))
     max_class_mean = max((m for ch in stats.channels for m in ch.class_means if math.isfinite(m)),
                          default=0.0)
+    start = (page - 1) * ATLAS_CHANNELS_PER_PAGE
+    on_page = stats.channels[start:start + ATLAS_CHANNELS_PER_PAGE]
     channels = []
-    for ch in stats.channels:
+    for ch in on_page:
         top = [{"href": layout.image_page(image_slug(t.path)),
                 "src": layout.input_asset(image_slug(t.path)),
                 "title": f"{t.path}: {report.class_names[t.label]}, max {number(t.score)}"}
                for t in ch.top]
+        classes = range(len(report.class_names))
+        if views.many_classes:
+            classes = sorted((c for c in classes if math.isfinite(ch.class_means[c])),
+                             key=lambda c: (-ch.class_means[c], c))[:TOP_CLASSES]
         channels.append({
             "index": ch.index,
             "anchor": f"c{ch.index}",
@@ -362,27 +521,32 @@ def atlas_view(report: Report, layer: LayerEntry, views: Views) -> dict:
             "active_share": percent(ch.active_share),
             "max": number(ch.max),
             "mean": number(ch.mean),
+            "std": number(ch.std),
             "selectivity": number(ch.selectivity),
-            "profile": [{"name": name, "value": number(mean)}
-                        for name, mean in zip(report.class_names, ch.class_means, strict=True)],
+            "profile": [{"name": report.class_names[c], "value": number(ch.class_means[c])}
+                        for c in classes],
             "top": top,
-            "tile": width * tile_scale,
-            "tile_height": height * tile_scale,
+            "tile": tile_width,
+            "tile_height": tile_height,
             "strip": {
                 "src": layout.atlas_asset(layer.slug, ch.index),
-                "width": (len(ch.top) * (map_w + 1) - 1) * strip_scale,
-                "height": map_h * strip_scale,
+                "width": round((len(ch.top) * (map_w + 1) - 1) * strip_zoom),
+                "height": max(1, round(map_h * strip_zoom)),
                 "alt": f"channel {ch.index} on its top images",
             } if ch.top else None,
         })
-    heatmap = [{"name": name, "cells": [{
+    heatmap = [] if views.many_classes else [{"name": name, "cells": [{
         "css": shade_class(ch.class_means[c] / max_class_mean) if max_class_mean > 0 and
         math.isfinite(ch.class_means[c]) else "shade-0",
         "title": f"channel {ch.index}, {name}: {number(ch.class_means[c])}",
-    } for ch in stats.channels]} for c, name in enumerate(report.class_names)]
-    ranking = [{"index": ch.index, "anchor": f"c{ch.index}", "selectivity": number(ch.selectivity),
+    } for ch in on_page]} for c, name in enumerate(report.class_names)]
+    ranking = [{"index": ch.index, "anchor": f"c{ch.index}",
+                "page": (layout.atlas_page(layer.slug, _atlas_page_of(ch.index))
+                         if _atlas_page_of(ch.index) != page else ""),
+                "selectivity": number(ch.selectivity),
                 "preferred": _preferred_class(report, ch.class_means)}
-               for ch in stats.by_selectivity()]
+               for ch in stats.by_selectivity()[:RANKING_SHOWN]] if page == 1 else []
+    total = layout.page_count(len(stats.channels), ATLAS_CHANNELS_PER_PAGE)
     return {
         "note": (f"For each channel: its top {len(stats.channels[0].top) if stats.channels else 0} "
                  "test images by the channel's highest value, then the channel's own map on each "
@@ -390,10 +554,21 @@ def atlas_view(report: Report, layer: LayerEntry, views: Views) -> dict:
                  "exceed 0 on any test image."),
         "selectivity_note": ("Selectivity: spread of the per-class mean activations (highest "
                              "minus lowest) divided by their mean; 0 for a channel that treats "
-                             "all classes alike."),
+                             "all classes alike."
+                             + (f" The {RANKING_SHOWN} most selective of "
+                                f"{len(stats.channels):,} channels:"
+                                if len(stats.channels) > RANKING_SHOWN else "")),
+        "heatmap_note": ("" if not views.many_classes else
+                         f"With {len(report.class_names):,} classes each channel lists its "
+                         f"{TOP_CLASSES} classes of highest mean activation; every class mean "
+                         "is in report.json."),
         "channels": channels,
         "heatmap": heatmap,
         "ranking": ranking,
+        "pages_total": total,
+        "range": (f"Channels {start} to {start + len(on_page) - 1} of {len(stats.channels):,}"
+                  if total > 1 else ""),
+        "pager": _pager(lambda n, slug=layer.slug: layout.atlas_page(slug, n), page, total),
     }
 
 
@@ -404,15 +579,35 @@ def _preferred_class(report: Report, class_means: tuple[float, ...]) -> str:
     return report.class_names[max(finite, key=lambda mc: (mc[0], -mc[1]))[1]]
 
 
+def _layer_header(report: Report, layer: LayerEntry, views: Views, previous, next_) -> dict:
+    return {
+        "path": layer.path,
+        "type_name": layer.type_name,
+        "shape": " × ".join(str(d) for d in layer.output_shape),
+        "lead": (f"Layer {layer.index + 1} of {len(report.layers)} shown: "
+                 f"{layer.output_shape[2]} channels of {layer.output_shape[0]} × "
+                 f"{layer.output_shape[1]}; {layer.stats.dead_count} dead "
+                 f"({percent(layer.stats.dead_share)})."),
+        "channels_note": views.channels_note(layer),
+        "scale_note": views.scale_note(),
+        "nav": _nav(
+            {"href": layout.layer_page(previous.slug), "label": previous.path}
+            if previous else None,
+            {"href": layout.layer_page(next_.slug), "label": next_.path} if next_ else None,
+            {"href": "index.html#layers", "label": "All layers"}),
+    }
+
+
 def layer_views(report: Report, views: Views) -> Iterator[tuple[str, str, dict]]:
-    drawn = list(report.drawn)
-    total = layout.page_count(len(drawn), report.images_per_page)
+    drawn = list(views.drawn)
     for previous, layer, next_ in _neighbours(list(report.layers)):
-        atlas = atlas_view(report, layer, views)
+        per_page = views.per_page(layer)
+        total = layout.page_count(len(drawn), per_page)
+        header = _layer_header(report, layer, views, previous, next_)
         for number_ in range(1, total + 1):
-            start = (number_ - 1) * report.images_per_page
+            start = (number_ - 1) * per_page
             entries = []
-            for image in drawn[start:start + report.images_per_page]:
+            for image in drawn[start:start + per_page]:
                 thumb = views.thumb(image)
                 entries.append({
                     "anchor": f"img-{image.slug}", "href": thumb["href"], "path": image.path,
@@ -423,22 +618,25 @@ def layer_views(report: Report, views: Views) -> Iterator[tuple[str, str, dict]]
                     "grid": views.grid(layer, image),
                 })
             yield layout.layer_page(layer.slug, number_), layer.path, {
-                "path": layer.path,
-                "type_name": layer.type_name,
-                "shape": " × ".join(str(d) for d in layer.output_shape),
-                "lead": (f"Layer {layer.index + 1} of {len(report.layers)}: "
-                         f"{layer.output_shape[2]} channels of {layer.output_shape[0]} × "
-                         f"{layer.output_shape[1]}; {layer.stats.dead_count} dead "
-                         f"({percent(layer.stats.dead_share)})."),
-                "atlas": atlas if number_ == 1 else None,
-                "scale_note": views.scale_note(),
-                "pager": _pager(layer.slug, number_, total),
+                **header,
+                "atlas": atlas_view(report, layer, views, 1) if number_ == 1 else None,
+                "atlas_only": False,
+                "pager": _pager(lambda page, slug=layer.slug: layout.layer_page(slug, page),
+                                number_, total),
                 "entries": entries,
-                "nav": _nav(
-                    {"href": layout.layer_page(previous.slug), "label": previous.path}
-                    if previous else None,
-                    {"href": layout.layer_page(next_.slug), "label": next_.path} if next_ else None,
-                    {"href": "index.html#layers", "label": "All layers"}),
+                "gallery_note": (f"{len(drawn)} of {len(report.images)} test images have "
+                                 "feature maps drawn (see the overview)."
+                                 if len(drawn) < len(report.images) else ""),
+            }
+        atlas_pages = layout.page_count(len(layer.stats.channels), ATLAS_CHANNELS_PER_PAGE)
+        for number_ in range(2, atlas_pages + 1):
+            yield layout.atlas_page(layer.slug, number_), f"{layer.path}: atlas {number_}", {
+                **header,
+                "atlas": atlas_view(report, layer, views, number_),
+                "atlas_only": True,
+                "pager": None,
+                "entries": [],
+                "gallery_note": "",
             }
 
 
@@ -446,6 +644,7 @@ def layer_views(report: Report, views: Views) -> Iterator[tuple[str, str, dict]]
 
 def report_json(report: Report) -> dict:
     metrics = report.metrics
+    drawn = set(report.drawn_indices)
     return {
         "schema_version": 1,
         "generated_at": report.generated_at,
@@ -479,7 +678,15 @@ def report_json(report: Report) -> dict:
         "history": report.history.to_json() if report.history else None,
         "drawing": {"scale": report.scale, "colormap": report.colormap,
                     "images_per_page": report.images_per_page,
-                    "drawn_images": report.drawn_images},
+                    "drawn_images": len(report.drawn_indices),
+                    "max_channels": report.max_channels,
+                    "channel_ranking": CHANNEL_RANKING},
+        "layer_plan": {
+            "rule": report.layer_rule,
+            "layers": [{"path": row.path, "type": row.type_name,
+                        "output_shape": list(row.output_shape), "shown": row.shown}
+                       for row in report.feature_layers],
+        },
         "feature_layers": [{
             "path": layer.path,
             "type": layer.type_name,
@@ -489,8 +696,9 @@ def report_json(report: Report) -> dict:
             "dead_channels": layer.stats.dead_count,
             "dead_share": layer.stats.dead_share,
             "mean_activation": layer.stats.mean_activation,
+            "shown_channels": list(layer.shown_channels),
             "channel_stats": [{
-                "index": ch.index, "mean": ch.mean, "max": ch.max,
+                "index": ch.index, "mean": ch.mean, "std": ch.std, "max": ch.max,
                 "active_share": ch.active_share, "dead": ch.dead,
                 "class_means": [m if math.isfinite(m) else None for m in ch.class_means],
                 "selectivity": ch.selectivity,
@@ -501,7 +709,7 @@ def report_json(report: Report) -> dict:
         "explanations": render_explain.explanations_json(report),
         "images": [{"path": i.path, "page": layout.image_page(i.slug),
                     "true_label": i.true_label, "predicted_label": i.predicted_label,
-                    "probabilities": list(i.probabilities),
+                    "probabilities": list(i.probabilities), "drawn": i.index in drawn,
                     **render_explain.image_json(report, i)} for i in report.images],
     }
 
@@ -540,7 +748,11 @@ def render_site(report: Report, site_url: str | None = None) -> Iterator[tuple[s
         return path, html.encode("utf-8")
 
     yield page("index.html", "index.html", "Overview", overview=overview_view(report, views))
-    yield page("results.html", "results.html", "Results", results=results_view(report, views))
+    results = results_view(report, views)
+    yield page("results.html", "results.html", "Results", results=results)
+    if results["picture"]:
+        yield layout.confusion_asset(), confusion_png(report.metrics.confusion,
+                                                      drawing.colormap_palette(report.colormap))
     for path, title, view in listing_pages(report, views):
         yield page("images.html", path, title, listing=view)
     for previous, image, next_ in _neighbours(list(report.images)):

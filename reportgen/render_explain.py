@@ -68,19 +68,30 @@ def image_cam_view(report: Report, image: ImageEntry, width: int, height: int) -
 
 # -- results page: mean maps, reliability diagram, channels behind a confusion ----------------
 
+def cam_cells_shown(n_classes: int) -> bool:
+    """Whether the mean map of every confusion cell is drawn (as the matrix is, up to 30 classes)."""
+    from reportgen.render import MATRIX_TABLE_MAX_CLASSES
+
+    return n_classes <= MATRIX_TABLE_MAX_CLASSES
+
+
 def results_explain_view(report: Report) -> dict | None:
     explanations = report.explanations
     if explanations is None:
         return None
     names, slugs = report.class_names, report.class_slugs
     confusion = report.metrics.confusion
+    # Beyond the classes the matrix shows as a table, a map per cell would cost classes²
+    # pictures: only each class's own mean map is shown then.
+    with_cells = cam_cells_shown(len(names))
     cells = [{"name": names[t], "cells": [{
         "src": layout.cam_cell_asset(slugs[t], slugs[p]),
-        "href": layout.cell_page(slugs[t], slugs[p]),
+        # Correct predictions have no cell page: the class page lists them.
+        "href": layout.class_page(slugs[t]) if t == p else layout.cell_page(slugs[t], slugs[p]),
         "count": int(confusion[t, p]),
         "alt": f"mean Grad-CAM of {names[t]} predicted as {names[p]}",
         "empty": int(confusion[t, p]) == 0,
-    } for p in range(len(names))]} for t in range(len(names))]
+    } for p in range(len(names))] if with_cells else []} for t in range(len(names))]
     classes = [{"name": names[c], "href": layout.class_page(slugs[c]),
                 "src": layout.cam_class_asset(slugs[c]),
                 "alt": f"mean Grad-CAM of {names[c]} for its own class"}
@@ -102,7 +113,7 @@ def results_explain_view(report: Report) -> dict | None:
                      "the images in each cell, for the predicted class; empty cells are blank. "
                      "Per class: the mean map for the true class over all its images."),
         "cell_rows": cells,
-        "class_names": list(names),
+        "class_names": list(names) if with_cells else [],
         "classes": classes,
         "tile": CAM_TILE_PX,
         "legend": legend(),
@@ -187,7 +198,7 @@ def label_errors_view(report: Report, views) -> dict:
         "hardest_note": ("Classified correctly, but with the most uncertainty (highest entropy "
                          "of the probabilities, in nats)."),
         "legend": legend(),
-        "tile": views.thumb_scale * max(views.input_size),
+        "tile": max(views.thumb_size),
     }
 
 

@@ -80,7 +80,18 @@ class LayerEntry:
     type_name: str
     output_shape: tuple[int, int, int]  # (height, width, channels)
     grid_size_px: tuple[int, int]  # (width, height) of one drawn channel grid
-    stats: LayerStats
+    stats: LayerStats  # every channel, drawn or not
+    shown_channels: tuple[int, ...]  # the channel plan: drawn in grids, in this order
+
+
+@dataclass(frozen=True)
+class FeatureLayerRow:
+    """A feature-map layer of the model, shown or not (the overview lists them all)."""
+
+    path: str
+    type_name: str
+    output_shape: tuple[int, int, int]
+    shown: bool
 
 
 @dataclass(frozen=True)
@@ -100,16 +111,19 @@ class Report:
     scale: str  # "layer" or "channel"
     colormap: str
     images_per_page: int
-    drawn_images: int  # how many test images have feature maps drawn (a size budget)
+    drawn_indices: tuple[int, ...]  # images with feature maps drawn, ascending (the site plan)
     generated_at: str | None = None  # only when SOURCE_DATE_EPOCH is set
     reportgen_version: str = ""
     warnings: tuple[str, ...] = field(default=())
+    feature_layers: tuple[FeatureLayerRow, ...] = ()  # every feature-map layer; () when all shown
+    layer_rule: str = ""  # how the shown layers were chosen
+    max_channels: int | None = None  # the channel plan's cap (None: every channel)
     input_contract: InputContract | None = None  # how test images became the model's input
     explanations: Explanations | None = None  # None with --no-explain
 
     @property
     def drawn(self) -> tuple[ImageEntry, ...]:
-        return self.images[: self.drawn_images]
+        return tuple(self.images[i] for i in self.drawn_indices)
 
 
 def image_slug(path: str) -> str:

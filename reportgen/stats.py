@@ -47,6 +47,7 @@ class ChannelStats:
     class_means: tuple[float, ...]  # per true class, NaN where the class has no images
     selectivity: float  # (max - min) / mean of the class means of classes with images
     top: tuple[TopImage, ...]  # best first: spatial max descending, then path ascending
+    std: float = 0.0  # standard deviation over images of the spatial mean (the channel plan's rank)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ def _channel_differences(a: ChannelStats, b: ChannelStats, rel_tol: float) -> li
     lines = [f"{name} {x!r} != {y!r}" for name, x, y in exact if x != y]
     # Selectivity is dimensionless and can be ~0 from a difference of means: absolute tolerance too.
     close = [("mean", (a.mean,), (b.mean,), 0.0),
+             ("std", (a.std,), (b.std,), rel_tol * max(1.0, abs(a.mean))),
              ("class_means", a.class_means, b.class_means, 0.0),
              ("selectivity", (a.selectivity,), (b.selectivity,), rel_tol * len(a.class_means))]
     lines += [f"{name} {x} != {y}" for name, x, y, abs_tol in close
@@ -204,6 +206,7 @@ class LayerStatsAccumulator:
         self.top_k = top_k
         self._n_images = 0
         self._spatial_mean_sum = np.zeros(n_channels, np.float64)
+        self._spatial_mean_square_sum = np.zeros(n_channels, np.float64)
         self._class_spatial_mean_sum = np.zeros((n_classes, n_channels), np.float64)
         self._class_image_count = np.zeros(n_classes, np.int64)
         self._active_image_count = np.zeros(n_channels, np.int64)
@@ -235,6 +238,7 @@ class LayerStatsAccumulator:
         self._map_shape = feature_maps.shape[1:3]
         self._n_images += len(paths)
         self._spatial_mean_sum += spatial_mean.sum(axis=0)
+        self._spatial_mean_square_sum += np.square(spatial_mean).sum(axis=0)
         np.add.at(self._class_spatial_mean_sum, labels, spatial_mean)
         self._class_image_count += np.bincount(labels, minlength=self.n_classes)
         self._active_image_count += (spatial_max > 0).sum(axis=0)
@@ -246,6 +250,8 @@ class LayerStatsAccumulator:
         merged = LayerStatsAccumulator(self.n_channels, self.n_classes, self.top_k)
         merged._n_images = self._n_images + other._n_images
         merged._spatial_mean_sum = self._spatial_mean_sum + other._spatial_mean_sum
+        merged._spatial_mean_square_sum = (self._spatial_mean_square_sum
+                                           + other._spatial_mean_square_sum)
         merged._class_spatial_mean_sum = (self._class_spatial_mean_sum
                                           + other._class_spatial_mean_sum)
         merged._class_image_count = self._class_image_count + other._class_image_count
@@ -260,6 +266,9 @@ class LayerStatsAccumulator:
             raise ValueError("no images have been added, so there are no statistics")
         channel_mean = self._spatial_mean_sum / self._n_images
         active_share = self._active_image_count / self._n_images
+        # E[x^2] - E[x]^2 can come out a rounding error below 0.
+        channel_std = np.sqrt(np.maximum(
+            self._spatial_mean_square_sum / self._n_images - np.square(channel_mean), 0.0))
         class_has_images = self._class_image_count > 0
         class_means = np.divide(self._class_spatial_mean_sum, self._class_image_count[:, None],
                                 out=np.full_like(self._class_spatial_mean_sum, np.nan),
@@ -272,7 +281,8 @@ class LayerStatsAccumulator:
                          dead=bool(self._active_image_count[index] == 0),
                          class_means=tuple(float(m) for m in class_means[:, index]),
                          selectivity=float(selectivity[index]),
-                         top=self._top.channel(index))
+                         top=self._top.channel(index),
+                         std=float(channel_std[index]))
             for index in range(self.n_channels))
         return LayerStats(n_images=self._n_images, channels=channels)
 

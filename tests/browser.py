@@ -23,6 +23,9 @@ CHROMIUM = os.environ.get("REPORTGEN_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 IMAGE_TIMEOUT_MS = 10_000
+# Pages are read in a laptop's window; none may be taller than 20 screens or wider than it.
+VIEWPORT = {"width": 1280, "height": 800}
+MAX_PAGE_HEIGHT_PX = 20 * VIEWPORT["height"]
 
 # Runs once per page after `load`: lazy images are switched to eager and decoded, then
 # every image's state and every link, as written in the HTML, is reported back.
@@ -41,6 +44,8 @@ async (timeoutMs) => {
     links: [...attr("a[href]", "href"), ...attr("img[src]", "src"),
             ...attr("link[href]", "href"), ...attr("script[src]", "src")],
     ids: Array.from(document.querySelectorAll("[id]"), (el) => el.id),
+    height: document.documentElement.scrollHeight,
+    overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
   };
 }
 """
@@ -60,11 +65,18 @@ class PageReport:
     broken_links: list[str] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
     fragment_links: list[tuple[str, str]] = field(default_factory=list)  # (target page, anchor)
+    height_px: int = 0  # the whole page's height at VIEWPORT's width
+    overflow_px: int = 0  # how much wider than the window the page is (0: it fits)
 
     def problems(self) -> list[str]:
         kinds = ("console", "page_errors", "failed_requests", "network", "dialogs",
                  "undecoded_images", "broken_links")
-        return [f"{self.page}: {kind}: {item}" for kind in kinds for item in getattr(self, kind)]
+        found = [f"{self.page}: {kind}: {item}" for kind in kinds for item in getattr(self, kind)]
+        if self.height_px > MAX_PAGE_HEIGHT_PX:
+            found.append(f"{self.page}: {self.height_px} px tall, over {MAX_PAGE_HEIGHT_PX}")
+        if self.overflow_px > 0:
+            found.append(f"{self.page}: {self.overflow_px} px wider than the window")
+        return found
 
 
 @contextmanager
@@ -122,7 +134,7 @@ def crawl(site: Path, browser=None, pages: list[str] | None = None,
     pages = html_pages(site) if pages is None else pages
     own_prefix = base_url or site.as_uri() + "/"
     reports: dict[str, PageReport] = {}
-    context = browser.new_context(service_workers="block")
+    context = browser.new_context(service_workers="block", viewport=VIEWPORT)
     tab = context.new_page()
     current: list[PageReport] = []
 
@@ -158,6 +170,7 @@ def crawl(site: Path, browser=None, pages: list[str] | None = None,
             found = tab.evaluate(PAGE_SCRIPT, IMAGE_TIMEOUT_MS)
             report.undecoded_images = [image["src"] for image in found["images"] if not image["ok"]]
             report.ids = set(found["ids"])
+            report.height_px, report.overflow_px = found["height"], found["overflow"]
             for url in found["links"]:
                 target, error = resolve_link(site, page, url)
                 if error:

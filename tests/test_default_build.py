@@ -34,9 +34,14 @@ def test_default_build_matches_the_article(tmp_path):
     # the restored best epoch's validation accuracy is the test accuracy the site reports
     assert report["metrics"]["accuracy"] == pytest.approx(max(history["val_accuracy"]), abs=1e-6)
     assert len(report["images"]) == 90
+    # The article's 12 feature-map layers are listed; its 3 dropouts (the identity at
+    # inference) are not shown.
     assert [layer["path"] for layer in report["feature_layers"]][:4] == [
-        "block1_conv1", "block1_conv2", "block1_pool", "block1_dropout"]
-    assert len(report["feature_layers"]) == 12
+        "block1_conv1", "block1_conv2", "block1_pool", "block2_conv1"]
+    assert len(report["feature_layers"]) == 9
+    hidden = [layer["path"] for layer in report["layer_plan"]["layers"] if not layer["shown"]]
+    assert len(report["layer_plan"]["layers"]) == 12 and all("dropout" in p for p in hidden)
+    assert len(hidden) == 3
     # a second build reuses the trained model instead of training again
     again = subprocess.run([sys.executable, "-m", "reportgen", "build"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)

@@ -111,3 +111,19 @@ def test_learning_curves_are_deterministic_svg():
     assert svg.startswith(b"<?xml") and b"<svg" in svg
     # text is drawn as paths, so no font is ever looked up
     assert b"<text" not in svg and b"@font-face" not in svg
+
+
+def test_wide_maps_get_fewer_columns_so_a_grid_fits_the_page():
+    assert drawing.grid_shape(112, 112, 64)[:2] == (8, 8)  # 960 // 113 columns
+    assert drawing.grid_shape(7, 7, 1280)[:2] == (80, 16)
+    assert drawing.grid_shape(2000, 2000, 3)[:2] == (3, 1)
+    assert drawing.grid_shape(112, 112, 64)[3] <= drawing.MAX_GRID_WIDTH_PX
+
+
+def test_a_subset_of_channels_keeps_the_whole_layers_scale():
+    maps = np.zeros((1, 1, 1, 3), np.float32)
+    maps[..., :] = [1.0, 4.0, 2.0]
+    levels = drawing.layer_scale_levels(maps, channels=[0, 2])
+    assert levels.ravel().tolist() == [round(254 / 4), 127]  # 4.0, not 2.0, is the top
+    grid = drawing.channel_grids(drawing.scale_levels(maps, "channel", channels=[2]))
+    assert grid.shape == (1, 1, 1)

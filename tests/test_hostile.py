@@ -273,7 +273,7 @@ def tiny_report(spec: dict):
     accumulator.update(rng.random((len(paths), 3, 3, 2), dtype=np.float32) - 0.3, labels, paths)
     layer = LayerEntry(index=0, path=spec["layer"], slug=layer_slug(spec["layer"]),
                        type_name="Conv2D", output_shape=(3, 3, 2), grid_size_px=(7, 3),
-                       stats=accumulator.result())
+                       stats=accumulator.result(), shown_channels=(0, 1))
     history = History(accuracy=(0.5, 0.7), val_accuracy=(0.6, 0.5), loss=(1.0, 0.8),
                       val_loss=(0.9, 1.1), best_epoch=1, validation=spec["validation"])
     return Report(
@@ -289,7 +289,7 @@ def tiny_report(spec: dict):
         history=history, validation=spec["validation"], data_name=spec["data"],
         skipped=tuple(SkippedFile(path, spec["reason"]) for path in spec["skipped"]),
         empty_classes=(), scale="layer", colormap="viridis", images_per_page=spec["per_page"],
-        drawn_images=spec["drawn"], reportgen_version="0", warnings=(spec["reason"],),
+        drawn_indices=tuple(range(spec["drawn"])), reportgen_version="0", warnings=(spec["reason"],),
     )
 
 

@@ -16,6 +16,7 @@ from tiny_report import tiny_report
 
 from reportgen import layout
 from reportgen.render import _pager, integer_scale, render_site
+from reportgen.report import slugify
 
 GOLD = Path(__file__).parent / "gold"
 GOLD_FAILED = Path(__file__).parent / "gold-failed"
@@ -189,12 +190,13 @@ def test_no_history_says_so():
 
 
 def test_pager_shows_neighbours_and_gaps():
-    pager = _pager("conv", 5, 10)
+    pager = _pager(lambda page: layout.layer_page("conv", page), 5, 10)
     numbers = [p.get("number", "…") for p in pager["pages"]]
     assert numbers == [1, "…", 3, 4, 5, 6, 7, "…", 10]
     assert pager["previous"] == layout.layer_page("conv", 4)
     assert pager["next"] == layout.layer_page("conv", 6)
-    assert _pager("conv", 1, 1)["previous"] is None and _pager("conv", 1, 1)["next"] is None
+    single = _pager(lambda page: layout.layer_page("conv", page), 1, 1)
+    assert single["previous"] is None and single["next"] is None
 
 
 def test_gallery_pages_split_images(site):
@@ -213,3 +215,44 @@ def test_integer_scale_keeps_pixels_square():
 def teardown_module():
     if GOLD_FAILED.exists() and not any(GOLD_FAILED.rglob("*.html")):
         shutil.rmtree(GOLD_FAILED)
+
+
+def many_classes(n_classes: int):
+    names = [f"class {i:04d}" for i in range(n_classes)]
+    paths = [f"{names[i % n_classes]}/img_{i}.png" for i in range(2 * n_classes)]
+    return tiny_report(class_names=names, paths=paths, images_per_page=24)
+
+
+def test_pages_grow_linearly_with_classes_and_only_non_empty_cells_get_pages():
+    counts = {}
+    for n_classes in (40, 80):
+        report = many_classes(n_classes)
+        site = dict(render_site(report))
+        cells = [path for path in site if path.startswith("cells/")]
+        confusion = report.metrics.confusion
+        off_diagonal = int((confusion > 0).sum() - (confusion.diagonal() > 0).sum())
+        assert len(cells) == off_diagonal == 2  # the diagonal is on the class pages
+        pages = sum(path.endswith(".html") for path in site)
+        counts[n_classes] = pages
+        # Images, cells with images, classes, two layers' galleries, index, results and 404.
+        gallery = layout.page_count(2 * n_classes, 24)
+        assert pages == 2 * n_classes + len(cells) + n_classes + 2 * gallery + 3
+        results = site["results.html"].decode()
+        assert "confusion-picture" in results and "<table class=\"confusion\">" not in results
+        assert site[layout.confusion_asset()].startswith(b"\x89PNG")
+        image_page = site[layout.image_page(report.images[0].slug)].decode()
+        assert image_page.count("<meter") == 10  # the top classes, not one bar per class
+    assert counts[80] <= 2 * counts[40]  # twice the classes (and images): at most twice the pages
+
+
+def test_class_pages_are_paged():
+    names = ("a", "b")
+    paths = [f"{names[i % 2]}/img_{i:03d}.png" for i in range(250)]
+    site = dict(render_site(tiny_report(class_names=names, paths=paths, images_per_page=24)))
+    slug = slugify("a")
+    assert {layout.class_page(slug, n) for n in (1, 2)} <= set(site)
+    assert layout.class_page(slug, 3) not in site  # 125 images, 96 a page
+    first = site[layout.class_page(slug)].decode()
+    assert first.count('class="thumb ') == 96
+    assert 'href="' + posixpath.basename(layout.class_page(slug, 2)) + '"' in first.replace(
+        "../classes/", "")

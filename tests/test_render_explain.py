@@ -33,10 +33,16 @@ def explained(report, seed: int = 0):
         entropy=explain.entropy(probabilities), embedding_layer="predictions",
         embedding=explain.pca_2d(rng.normal(size=(n, 5))),
         calibration=explain.calibration(probabilities, true),
-        cell_means=np.zeros((n_classes, n_classes, 3, 2), np.float32),
+        cell_means={},
         class_means=np.zeros((n_classes, 3, 2), np.float32),
-        confusion_channels=((0, 1, ((2, 0.5),)),))
+        # The channels behind a confusion exist only for cells that hold images.
+        confusion_channels=((*first_mistake_cell(report), ((2, 0.5),)),))
     return dataclasses.replace(report, explanations=explanations)
+
+
+def first_mistake_cell(report) -> tuple[int, int]:
+    return next((t, p) for t, row in enumerate(report.metrics.confusion.tolist())
+                for p, count in enumerate(row) if t != p and count)
 
 
 @pytest.fixture(scope="module")

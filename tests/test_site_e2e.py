@@ -45,10 +45,12 @@ def confusion_links(site: Path, n_classes: int) -> list[list[tuple[str, int]]]:
     html = (site / "results.html").read_text(encoding="utf-8")
     table = re.search(r'<table class="confusion">(.*?)</table>', html, re.S)
     assert table, "results.html has no confusion table"
-    cells = re.findall(r'<td class="[^"]*"><a href="([^"]+)" title="[^"]*">(\d+)<span',
-                       table.group(1))
+    # An empty cell has no page and no link: (None, 0).
+    cells = re.findall(r'<td class="[^"]*">(?:<a href="([^"]+)"|<span class="empty-cell")'
+                       r' title="[^"]*">(\d+)<span', table.group(1))
     assert len(cells) == n_classes * n_classes, cells
-    return [[(href, int(count)) for href, count in cells[row * n_classes:(row + 1) * n_classes]]
+    return [[(href or None, int(count))
+             for href, count in cells[row * n_classes:(row + 1) * n_classes]]
             for row in range(n_classes)]
 
 
@@ -66,7 +68,7 @@ def thumb_targets(site: Path, page: str) -> list[str]:
 def test_every_page_loads_cleanly_in_chromium(small_site, small_site_crawl):
     pages = browser.html_pages(small_site)
     assert sorted(small_site_crawl) == pages
-    assert len(pages) > 60  # overview, results, cells, classes, images, 3 pages per layer, 404
+    assert len(pages) > 40  # overview, results, non-empty cells, classes, images, layers, 404
     assert browser.problems(small_site_crawl) == []
 
 
@@ -218,8 +220,11 @@ def test_each_confusion_cell_lists_exactly_its_images(small_site):
         for p, (href, shown) in enumerate(row):
             expected = sorted(i["page"] for i in report["images"]
                               if (i["true_label"], i["predicted_label"]) == (t, p))
-            listed = thumb_targets(small_site, href)
             assert shown == confusion[t][p] == len(expected), (t, p)
+            if not expected:
+                assert href is None, (t, p)
+                continue
+            listed = thumb_targets(small_site, href)
             assert sorted(listed) == expected, href
     results = (small_site / "results.html").read_text(encoding="utf-8")
     class_pages = re.findall(r'<th scope="row"><a href="([^"]+)"', results)
@@ -492,18 +497,48 @@ def test_out_accepts_a_new_or_empty_folder_and_its_own_site(small_dataset, tmp_p
         assert check_target(folder, [small_dataset]) == folder.resolve()
 
 
-def test_a_site_too_big_for_github_pages_is_announced_early(small_dataset, small_model, tmp_path,
-                                                            monkeypatch):
+def test_the_site_budget_leaves_out_galleries_not_predictions(small_dataset, small_model,
+                                                              tmp_path, monkeypatch):
     from reportgen import build as build_module
+    from reportgen import plan
 
-    monkeypatch.setattr(build_module, "GITHUB_PAGES_LIMIT_BYTES", 10_000)
+    plans, original = [], plan.plan_site
+
+    def plan_site(*args, **kwargs):
+        plans.append((args, original(*args, **kwargs)))
+        return plans[-1][1]
+
+    monkeypatch.setattr(plan, "plan_site", plan_site)
+    build_module.build(build_module.BuildOptions(data=small_dataset, out=tmp_path / "full",
+                                                 model_path=small_model, jobs=2))
+    n_images = read_report(tmp_path / "full")["data"]["test_images"]
+    (_, _, fixed_bytes, _, _), full_plan = plans[-1]
+    assert len(full_plan.drawn) == n_images
+    # Count --max-site-mb in kB and leave room for three and a half images' feature maps.
+    monkeypatch.setattr(build_module, "MB", 1000)
+    budget_kb = int(fixed_bytes + 3.5 * full_plan.bytes_per_image) // 1000
     log: list[str] = []
-    options = build_module.BuildOptions(data=small_dataset, out=tmp_path / "site",
-                                        model_path=small_model, jobs=2)
-    build_module.build(options, echo=log.append)
-    pages_warnings = [line for line in log if "GitHub Pages" in line]
-    assert len(pages_warnings) == 2  # an estimate after the first batch, the real size at the end
-    assert "will be about" in pages_warnings[0] and "--max-gallery-images" in pages_warnings[0]
+    build_module.build(build_module.BuildOptions(data=small_dataset, out=tmp_path / "site",
+                                                 model_path=small_model, jobs=2,
+                                                 max_site_mb=budget_kb), echo=log.append)
+    report = read_report(tmp_path / "site")
+    drawn = [image for image in report["images"] if image["drawn"]]
+    assert len(drawn) == report["drawing"]["drawn_images"] == 3
+    assert len(report["images"]) == n_images  # predictions and statistics cover every image
+    assert all(layer["channel_stats"][0]["top_images"] for layer in report["feature_layers"])
+    mistakes = [image for image in report["images"]
+                if image["true_label"] != image["predicted_label"]]
+    mistakes.sort(key=lambda image: -max(image["probabilities"]))  # most confident first
+    assert [image["drawn"] for image in mistakes] == [i < len(drawn) for i in range(len(mistakes))]
+    warning = [line for line in log if "feature maps drawn for" in line]
+    assert len(warning) == 1 and "--max-site-mb" in warning[0]
+    assert not [line for line in log if "over --max-site-mb" in line]
+    overview = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert f"feature maps drawn for {len(drawn)} of {n_images} test images" in overview
+    n_maps = len(list((tmp_path / "site" / "assets" / "maps").rglob("*.png")))
+    assert n_maps == len(drawn) * len(report["feature_layers"])
+
+    monkeypatch.undo()
     log.clear()
     build_module.build(build_module.BuildOptions(data=small_dataset, out=tmp_path / "site",
                                                  model_path=small_model, jobs=2,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from itertools import pairwise
 
 import numpy as np
@@ -56,6 +57,7 @@ def brute_force(feature_maps: np.ndarray, labels: np.ndarray, paths: list[str],
         ranked = sorted(range(n_images), key=lambda i: (-spatial_maxes[i], paths[i]))
         channels.append({
             "mean": math.fsum(spatial_means) / n_images,
+            "std": statistics.pstdev(spatial_means),
             "max": max(spatial_maxes),
             "active_share": sum(active) / n_images,
             "dead": not any(active),
@@ -72,6 +74,7 @@ def assert_matches(stats: LayerStats, expected: list[dict], n_images: int) -> No
     assert [channel.index for channel in stats.channels] == list(range(len(expected)))
     for channel, want in zip(stats.channels, expected, strict=True):
         assert channel.mean == pytest.approx(want["mean"], rel=1e-12, abs=0)
+        assert channel.std == pytest.approx(want["std"], rel=1e-9, abs=1e-12)
         assert channel.max == want["max"]
         assert channel.active_share == want["active_share"]
         assert channel.dead == want["dead"]

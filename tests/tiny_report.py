@@ -45,7 +45,7 @@ def tiny_report(class_names=CLASS_NAMES, paths=None, images_per_page: int = 2,
         _, _, grid_height, grid_width = drawing.grid_shape(*shape)
         layers.append(LayerEntry(index=index, path=path, slug=layer_slug(path), type_name="Conv2D",
                                  output_shape=shape, grid_size_px=(grid_width, grid_height),
-                                 stats=accumulator.result()))
+                                 stats=accumulator.result(), shown_channels=tuple(range(shape[2]))))
     history = History.from_keras({"accuracy": [0.5, 0.8], "val_accuracy": [0.6, 0.7],
                                   "loss": [1.0, 0.5], "val_loss": [0.9, 0.8]},
                                  validation="the test set (as in the article)") if with_history else None
@@ -69,7 +69,7 @@ def tiny_report(class_names=CLASS_NAMES, paths=None, images_per_page: int = 2,
         scale="layer",
         colormap="viridis",
         images_per_page=images_per_page,
-        drawn_images=len(paths),
+        drawn_indices=tuple(range(len(paths))),
         reportgen_version="0.0.test",
         warnings=("1 unreadable file(s) skipped; each is listed with its reason.",),
         input_contract=InputContract(InputSpec(8, 8, 3), "unit",
