@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,6 +42,7 @@ INFERENCE_BATCH = 64
 class BuildOptions:
     data: Path
     out: Path
+    labels: Path | None = None  # a path,label CSV naming the test images instead of class folders
     model_path: Path | None = None
     history_path: Path | None = None
     model_cache: Path = Path("output/model/model.keras")
@@ -103,7 +104,8 @@ def prepare_data(options: BuildOptions, echo: Callable[[str], None] = _echo) -> 
         count = shapes.generate(options.data)
         echo(f"Drew the bundled shapes dataset: {count} images in {options.data}")
     training = options.model_path is None
-    dataset = scan_dataset(options.data, require_train=training, scan_train=training)
+    dataset = scan_dataset(options.data, require_train=training, scan_train=training,
+                           labels=options.labels)
     for skipped in dataset.skipped:
         echo(f"skipped {skipped.path}: {skipped.reason}")
     if options.strict and dataset.skipped:
@@ -225,6 +227,7 @@ class _Pass:
 
     probabilities: np.ndarray
     accumulators: list
+    unreadable: list  # (ImageRecord, reason) for images that failed to decode in the pass
 
 
 def _warn_if_too_big(workers: _Workers, images_drawn: int, drawn_images: int,
@@ -248,25 +251,50 @@ def _stream_test_images(probe, test, contract, true_labels: np.ndarray, class_co
     probabilities = np.zeros((n_images, class_count), dtype=np.float32)
     accumulators = [LayerStatsAccumulator(layer.output_shape[2], class_count)
                     for layer in probe.layers]
-    position = 0
+    unreadable: list = []
+    first_drawn = True
     with click.progressbar(length=n_images, label="Reading test images", file=sys.stderr) as bar:
-        batches = iter_batches(test, contract.spec, INFERENCE_BATCH)
-        for batch, probs, maps in stream(probe, batches, contract.prepare):
-            n = len(batch.records)
-            probabilities[position:position + n] = probs
+
+        def decoded_batches():
+            for batch in iter_batches(test, contract.spec, INFERENCE_BATCH):
+                unreadable.extend(batch.unreadable)
+                bar.update(len(batch.unreadable))
+                if batch.records:
+                    yield batch
+
+        for batch, probs, maps in stream(probe, decoded_batches(), contract.prepare):
+            indices = np.asarray(batch.indices)
+            probabilities[indices] = probs
             paths = [r.path for r in batch.records]
             for accumulator, layer_maps in zip(accumulators, maps, strict=True):
-                accumulator.update(layer_maps, true_labels[position:position + n], paths)
-            n_drawn = max(0, min(n, drawn_images - position))
+                accumulator.update(layer_maps, true_labels[indices], paths)
+            n_drawn = int(np.count_nonzero(indices < drawn_images))  # indices ascend
             if n_drawn:
                 workers.draw_batch(
-                    batch.images[:n_drawn], image_slugs[position:position + n_drawn],
+                    batch.images[:n_drawn], [image_slugs[i] for i in indices[:n_drawn]],
                     [(slug, m[:n_drawn]) for slug, m in zip(layer_slugs, maps, strict=True)])
-            if position == 0 and n_drawn:
-                _warn_if_too_big(workers, n_drawn, drawn_images, echo)
-            position += n
-            bar.update(n)
-    return _Pass(probabilities, accumulators)
+                if first_drawn:
+                    _warn_if_too_big(workers, n_drawn, drawn_images, echo)
+                    first_drawn = False
+            bar.update(len(indices))
+    return _Pass(probabilities, accumulators, unreadable)
+
+
+def _drop_unreadable(options: BuildOptions, dataset: Dataset, streamed: _Pass,
+                     echo: Callable[[str], None]) -> Dataset:
+    """The dataset less the test images that failed to decode in the pass, listed as skipped."""
+    if not streamed.unreadable:
+        return dataset
+    test = dataset.test.without(streamed.unreadable)
+    for record, reason in streamed.unreadable:
+        echo(f"skipped {dataset.test.skipped_file(record, reason).path}: {reason}")
+    if options.strict:
+        raise UserError(f"{len(streamed.unreadable)} file(s) in {options.data} could not be read "
+                        "(listed above) and --strict is on")
+    if not test.images:
+        raise UserError(f"Image folder {test.root} has no readable image: every file failed "
+                        "to decode (listed above).")
+    return replace(dataset, test=test)
 
 
 def _layer_entries(probe, layer_slugs: list[str], accumulators: list, palette: bytes,
@@ -325,6 +353,15 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
                                            image_slugs, layer_slugs, drawn_images, workers, echo)
             workers.drain()
             stage_seconds["pass"] = time.perf_counter() - pass_started
+            if streamed.unreadable:
+                gone = {record for record, _ in streamed.unreadable}
+                keep = np.array([record not in gone for record in test.images])
+                dataset = _drop_unreadable(options, dataset, streamed, echo)
+                test = dataset.test
+                drawn_images = int(np.count_nonzero(keep[:drawn_images]))
+                n_images, true_labels = len(test.images), true_labels[keep]
+                image_slugs = [slug for slug, kept in zip(image_slugs, keep, strict=True) if kept]
+                streamed = _Pass(streamed.probabilities[keep], streamed.accumulators, [])
 
             render_started = time.perf_counter()
             layers = _layer_entries(probe, layer_slugs, streamed.accumulators, palette, site)
