@@ -427,3 +427,41 @@ def test_a_build_on_photos_reads_each_once_and_predicts_what_the_model_says(tmp_
     expected = model.predict_on_batch(pixels / np.float32(255))
     np.testing.assert_allclose([image["probabilities"] for image in report["images"]], expected,
                                atol=1e-4)
+
+
+def test_the_command_line_says_labels_go_with_a_model(tmp_path):
+    from click.testing import CliRunner
+
+    from reportgen.cli import main
+
+    labels = labelled_folder(tmp_path, "path,label\nimages/1.png,cat\n")
+    result = CliRunner().invoke(main, ["build", "--data", str(tmp_path), "--labels", str(labels),
+                                       "--out", str(tmp_path / "site")])
+
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: --labels goes with --model: training reads training_set/ and test_set/ class "
+        "folders")
+    assert not (tmp_path / "site").exists()
+
+
+def test_a_build_from_a_labels_file_reports_the_listed_images(tmp_path):
+    from click.testing import CliRunner
+
+    from reportgen.cli import main
+
+    labels = labelled_folder(tmp_path / "kaggle", "path,label\nimages/2.jpg,dog\nimages/1.png,cat\n"
+                                                  "images/gone.png,cat\n")
+    model_path = tiny_model(tmp_path / "tiny.keras", 2)
+
+    result = CliRunner().invoke(main, [
+        "build", "--data", str(tmp_path / "kaggle"), "--labels", str(labels),
+        "--model", str(model_path), "--preprocess", "unit", "--out", str(tmp_path / "site")])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "site" / "report.json").read_text())
+    assert report["classes"] == ["cat", "dog"]
+    assert [(i["path"], i["true_label"]) for i in report["images"]] == [
+        ("images/1.png", 0), ("images/2.jpg", 1)]
+    assert report["data"]["skipped"] == [{"path": "images/gone.png",
+                                          "reason": "listed in labels.csv but not found"}]
