@@ -15,8 +15,9 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (needs Debian's chromium for the browser tests)."""
+    """Run the test suite (needs Debian's chromium, Java and npm for the page checks)."""
     session.install("-e", ".[test]")
+    session.run("npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", external=True)
     session.run("pytest", *session.posargs)
 
 

@@ -58,6 +58,7 @@ class BuildOptions:
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     strict: bool = False
     title: str | None = None
+    site_url: str | None = None  # where the site will be published, ending in "/" (publish.site_url)
     generate_missing_data: bool = False
     train: TrainOptions = field(default_factory=TrainOptions)
 
@@ -319,6 +320,15 @@ def _layer_entries(probe, layer_slugs: list[str], accumulators: list, palette: b
 
 
 def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildResult:
+    """The whole build, while holding the lock on the site folder (one build at a time)."""
+    from reportgen.lock import build_lock
+
+    check_target(options.out)  # before the lock file is made beside it
+    with build_lock(options.out):
+        return _build(options, echo)
+
+
+def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
     started = time.perf_counter()
     stage_seconds: dict[str, float] = {}
     generated_at = _generated_at()
@@ -399,7 +409,7 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
                 reportgen_version=__version__,
                 warnings=warnings,
             )
-            for path, data in render_site(report):
+            for path, data in render_site(report, site_url=options.site_url):
                 site.write(path, data)
         finally:
             workers.close()

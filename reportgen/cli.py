@@ -222,6 +222,10 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
               help="Worker threads drawing and encoding feature maps.")
 @click.option("--strict", is_flag=True, help="Fail if any image file cannot be read.")
 @click.option("--title", help="Site title (default: model and data names).")
+@click.option("--site-url", help="Where the site will be published, e.g. "
+                                 "https://you.github.io/repo/: adds a sitemap.xml and canonical "
+                                 "links, and lets 404.html work at any path. Without it every "
+                                 "link is relative.")
 @input_options
 @training_options
 @user_errors
@@ -229,16 +233,19 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
           history_path: Path | None, retrain: bool, trust_model: bool, preprocess: str, resize: str,
           layer_patterns: tuple[str, ...], scale: str,
           colormap: str, images_per_page: int, max_gallery_images: int | None, jobs: int,
-          strict: bool, title: str | None, **training) -> None:
+          strict: bool, title: str | None, site_url: str | None, **training) -> None:
     """Write the HTML report: train or load, run every test image."""
-    from reportgen.build import BuildOptions
-    from reportgen.build import build as build_site
+    from reportgen.publish import site_url as checked_site_url
 
     if history_path is not None and model_path is None:
         raise UserError("--history goes with --model; a model trained here records its own")
     if labels is not None and model_path is None:
         raise UserError("--labels goes with --model: training reads training_set/ and test_set/ "
                         "class folders")
+    if site_url is not None:
+        site_url = checked_site_url(site_url)
+    from reportgen.build import BuildOptions
+    from reportgen.build import build as build_site
     _install_sigterm_handler()
     options = BuildOptions(
         data=data, labels=labels, out=out, model_path=model_path, history_path=history_path,
@@ -246,7 +253,7 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
         trust_model=trust_model, preprocess=preprocess, resize=resize,
         layer_patterns=layer_patterns, scale=scale, colormap=colormap,
         images_per_page=images_per_page, max_gallery_images=max_gallery_images, jobs=jobs,
-        strict=strict, title=title, generate_missing_data=data == DEFAULT_DATA,
+        strict=strict, title=title, site_url=site_url, generate_missing_data=data == DEFAULT_DATA,
         train=_train_options(**training),
     )
     from reportgen.site import InterruptedAfterSwap
@@ -283,12 +290,19 @@ def serve(site: Path, port: int) -> None:
 @click.option("--branch", default="gh-pages", help="Branch that GitHub Pages serves.")
 @click.option("--message", default="Deploy reportgen site", help="Commit message.")
 @click.option("--no-push", is_flag=True, help="Commit to the branch but do not push.")
+@click.option("--site-url", help="The address the site is published at, to check that the site "
+                                 "was built for it  [default: the GitHub Pages address of "
+                                 "--remote]")
 @user_errors
-def gh_deploy(site: Path, remote: str, branch: str, message: str, no_push: bool) -> None:
+def gh_deploy(site: Path, remote: str, branch: str, message: str, no_push: bool,
+              site_url: str | None) -> None:
     """Publish the built site to the gh-pages branch."""
     from reportgen.publish import gh_deploy as deploy
+    from reportgen.publish import site_url as checked_site_url
 
-    deploy(site, remote=remote, branch=branch, message=message, push=not no_push)
+    deploy(site, remote=remote, branch=branch, message=message, push=not no_push,
+           site_url=checked_site_url(site_url) if site_url else None,
+           announce=lambda line: click.echo(line, err=True))
     click.echo(f"Committed {site} to {branch}" + ("" if no_push else f" and pushed to {remote}"))
 
 

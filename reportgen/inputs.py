@@ -286,7 +286,8 @@ def collapse_warnings(true_labels: np.ndarray, probabilities: np.ndarray,
                         f"{best_val_accuracy:.1%}, but the test accuracy is {accuracy:.1%}")
     if not findings:
         return []
-    return [f"predictions look like a model fed the wrong input: {'; '.join(findings)}. "
+    return [f"predictions look like a model fed the wrong input (or one that never learned): "
+            f"{'; '.join(findings)}. "
             f"Input used: preprocess {contract.preprocess} ({describe(contract.preprocess)}), "
             f"{'a guess' if contract.guessed else contract.reason}. If the model was trained "
             f"on other pixels, {HOW_TO_SET}."]

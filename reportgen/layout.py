@@ -43,6 +43,13 @@ def curve_asset(metric: str) -> str:
     return f"assets/curves/{metric}.svg"
 
 
+def page_url(site_url: str, page_path: str) -> str:
+    """The absolute URL of a page, a folder's index.html named by its folder ("…/layers/x/")."""
+    if page_path == "index.html" or page_path.endswith("/index.html"):
+        page_path = page_path.removesuffix("index.html")
+    return site_url + page_path
+
+
 def root_prefix(page_path: str) -> str:
     """The relative way back to the site root from a page: "" or "../" per folder level."""
     return "../" * page_path.count("/")

@@ -12,13 +12,14 @@ import posixpath
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import jinja2
 
 from reportgen import layout
 from reportgen.report import ImageEntry, LayerEntry, Report, image_slug
 
-STATIC_FILES = ("style.css", "site.js")
+STATIC_FILES = ("style.css", "site.js", "favicon.svg")
 THUMB_TARGET_PX = 84
 IMAGE_PAGE_TARGET_PX = 224
 MAP_TILE_TARGET_PX = 56
@@ -501,19 +502,35 @@ def report_json(report: Report) -> dict:
 
 # -- the whole site -----------------------------------------------------------------------------
 
-def render_site(report: Report) -> Iterator[tuple[str, bytes]]:
+def sitemap_xml(site_url: str, pages: list[str]) -> bytes:
+    """A sitemaps.org sitemap of `pages` (site-relative) under `site_url`; no dates, so it is stable."""
+    urls = "".join(f"<url><loc>{escape(layout.page_url(site_url, page))}</loc></url>\n"
+                   for page in pages)
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
+            f"{urls}</urlset>\n").encode()
+
+
+def render_site(report: Report, site_url: str | None = None) -> Iterator[tuple[str, bytes]]:
     """Every page, report.json and the static files, as (relative path, bytes), in a fixed order.
 
     A generator, so a site of thousands of pages is written page by page, not held in memory.
+    Links are relative; with `site_url` (an absolute URL ending in "/", where the site will be
+    published) pages also name their canonical URL, a sitemap.xml is written, and 404.html,
+    which a host serves at any missing path, links to the site's files by absolute URL.
     """
     env = environment()
     views = Views(report)
     common = {"site_title": report.title, "version": report.reportgen_version,
               "generated_at": report.generated_at}
+    listed: list[str] = []  # the pages a sitemap names
 
     def page(template: str, path: str, title: str, **context) -> tuple[str, bytes]:
+        canonical = layout.page_url(site_url, path) if site_url else None
+        listed.append(path)
         html = env.get_template(template).render(
-            root=layout.root_prefix(path), page_title=title, **common, **context)
+            root=layout.root_prefix(path), page_title=title, canonical=canonical, **common,
+            **context)
         return path, html.encode("utf-8")
 
     yield page("index.html", "index.html", "Overview", overview=overview_view(report, views))
@@ -525,7 +542,11 @@ def render_site(report: Report) -> Iterator[tuple[str, bytes]]:
                    image=image_view(report, views, image, previous, next_))
     for path, title, view in layer_views(report, views):
         yield page("layer.html", path, title, layer=view)
-    yield page("404.html", "404.html", "Not found")
+    yield "404.html", env.get_template("404.html").render(
+        root=site_url or layout.root_prefix("404.html"), page_title="Not found", canonical=None,
+        **common).encode("utf-8")
+    if site_url:
+        yield "sitemap.xml", sitemap_xml(site_url, listed)
     yield "report.json", (json.dumps(report_json(report), indent=1, ensure_ascii=False,
                                      allow_nan=False) + "\n").encode("utf-8")
     for name in STATIC_FILES:

@@ -1,4 +1,5 @@
-"""Inspect a built site: drive Debian's chromium over every page from file://, read its files.
+"""Inspect a built site: drive Debian's chromium over every page (from file:// or a local
+HTTP server), read its files.
 
 Never downloads a browser: ``playwright install`` cannot work offline, and the browser
 checks are part of the suite, so a missing chromium fails the run instead of skipping it.
@@ -105,17 +106,21 @@ def html_pages(site: Path) -> list[str]:
     return sorted(path.relative_to(site).as_posix() for path in site.rglob("*.html"))
 
 
-def crawl(site: Path, browser=None, pages: list[str] | None = None) -> dict[str, PageReport]:
-    """Open every .html page of `site` (or `pages`) from file:// and report its problems.
+def crawl(site: Path, browser=None, pages: list[str] | None = None,
+          base_url: str | None = None) -> dict[str, PageReport]:
+    """Open every .html page of `site` (or `pages`) and report its problems.
 
+    Pages are opened from file://, or from `base_url` (ending in "/") where a server serves
+    `site`. Any request outside the site's own folder or URL is reported as network traffic.
     One browser page is reused for the whole site; each page is waited on only until `load`,
     then its images are decoded. Broken #anchors across pages are listed as broken links too.
     """
     if browser is None:
         with launch() as own:
-            return crawl(site, own, pages)
+            return crawl(site, own, pages, base_url)
     site = site.resolve()
     pages = html_pages(site) if pages is None else pages
+    own_prefix = base_url or site.as_uri() + "/"
     reports: dict[str, PageReport] = {}
     context = browser.new_context(service_workers="block")
     tab = context.new_page()
@@ -129,21 +134,27 @@ def crawl(site: Path, browser=None, pages: list[str] | None = None) -> dict[str,
         dialog.dismiss()
 
     def on_request(request) -> None:
-        if not request.url.startswith("file://"):
+        if not request.url.startswith(own_prefix):
             record("network", request.url)
+
+    def on_request_failed(request) -> None:
+        # The browser fetches the page's icon after `load`, and going on to the next page
+        # cancels it. A cancelled request is not a broken file: a missing one fails with its
+        # own error (or a 404 on the console), and every image is decoded on its own.
+        if request.failure != "net::ERR_ABORTED":
+            record("failed_requests", f"{request.url}: {request.failure}")
 
     tab.on("console", lambda message: message.type in ("error", "warning")
            and record("console", f"{message.type}: {message.text}"))
     tab.on("pageerror", lambda error: record("page_errors", str(error)))
-    tab.on("requestfailed", lambda request: record(
-        "failed_requests", f"{request.url}: {request.failure}"))
+    tab.on("requestfailed", on_request_failed)
     tab.on("request", on_request)
     tab.on("dialog", on_dialog)
     try:
         for page in pages:
             report = reports[page] = PageReport(page)
             current.append(report)
-            tab.goto((site / page).as_uri(), wait_until="load")
+            tab.goto(base_url + page if base_url else (site / page).as_uri(), wait_until="load")
             found = tab.evaluate(PAGE_SCRIPT, IMAGE_TIMEOUT_MS)
             report.undecoded_images = [image["src"] for image in found["images"] if not image["ok"]]
             report.ids = set(found["ids"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from reportgen import publish
 from reportgen.cli import main
 from reportgen.layout import MARKER
 
@@ -103,3 +104,50 @@ def test_gh_deploy_outside_a_repository_is_a_clear_error(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["gh-deploy", "--site", str(site), "--no-push"])
     assert result.exit_code == 2
     assert "Error:" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("url", ["ftp://you.github.io/repo/", "you.github.io/repo", "https://",
+                                 "https://you.github.io/repo/?x=1", "https://you.github.io/a b/"])
+def test_build_refuses_a_site_url_that_is_not_an_http_address(url, tmp_path):
+    result = CliRunner().invoke(main, ["build", "--data", str(tmp_path), "--site-url", url])
+    assert result.exit_code == 2
+    assert result.output.count("Error:") == 1 and "--site-url must be" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_site_url_gets_its_trailing_slash():
+    assert publish.site_url("https://you.github.io/repo") == "https://you.github.io/repo/"
+    assert publish.site_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000/"
+
+
+@pytest.mark.parametrize(("remote", "pages"), [
+    ("https://github.com/You/repo.git", "https://you.github.io/repo/"),
+    ("git@github.com:You/repo.git", "https://you.github.io/repo/"),
+    ("ssh://git@github.com/you/repo", "https://you.github.io/repo/"),
+    ("https://github.com/you/You.github.io", "https://you.github.io/"),
+    ("https://gitlab.com/you/repo.git", None),
+])
+def test_the_github_pages_address_of_a_remote(remote, pages):
+    assert publish.github_pages_url(remote) == pages
+
+
+def test_gh_deploy_says_how_to_build_for_the_pages_address(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git("init", "-q", cwd=repo)
+    git("config", "user.email", "t@example.invalid", cwd=repo)
+    git("config", "user.name", "t", cwd=repo)
+    git("remote", "add", "origin", "https://github.com/you/repo.git", cwd=repo)
+    site = fake_site(repo / "output" / "site")
+    monkeypatch.chdir(repo)
+    result = CliRunner().invoke(main, ["gh-deploy", "--site", str(site), "--no-push"])
+    assert result.exit_code == 0, result.output
+    assert "reportgen build --site-url https://you.github.io/repo/" in result.output
+    (site / "index.html").write_text('<!doctype html><title>t</title>'
+                                     '<link rel="canonical" href="https://you.github.io/repo/">')
+    result = CliRunner().invoke(main, ["gh-deploy", "--site", str(site), "--no-push"])
+    assert result.exit_code == 0, result.output
+    assert "--site-url" not in result.output
+    result = CliRunner().invoke(main, ["gh-deploy", "--site", str(site), "--no-push",
+                                       "--site-url", "https://example.org/docs"])
+    assert "was built for https://you.github.io/repo/" in result.output

@@ -9,6 +9,7 @@ import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from tiny_report import tiny_report
@@ -98,6 +99,11 @@ def test_site_scaffolding(site):
     assert site[".nojekyll"] == b""
     assert "404.html" in site
     assert site["static/style.css"].startswith(b"/*")
+    assert site["static/favicon.svg"].startswith(b"<svg")
+    for path, html in site.items():
+        if path.endswith(".html"):
+            icon = f'<link rel="icon" href="{layout.root_prefix(path)}static/favicon.svg"'
+            assert icon.encode() in html, path
 
 
 def test_hostile_names_are_escaped():
@@ -130,6 +136,49 @@ def test_report_json_matches_the_model():
     assert data["history"]["best_epoch"] == 2
     assert data["data"]["skipped"] == [{"path": "test_set/circles/broken.png",
                                         "reason": "truncated image data"}]
+
+
+SITE_URL = "https://you.github.io/repo/"
+
+
+def test_without_a_site_url_there_is_no_sitemap_and_no_canonical_link(site):
+    assert "sitemap.xml" not in site
+    assert not any(b'rel="canonical"' in data for path, data in site.items() if path.endswith(".html"))
+
+
+def test_a_site_url_adds_canonical_links_and_a_sitemap_and_changes_nothing_else(site):
+    published = dict(render_site(tiny_report(), site_url=SITE_URL))
+    assert set(published) == set(site) | {"sitemap.xml"}
+    pages = sorted(path for path in site if path.endswith(".html") and path != "404.html")
+    for path in pages:
+        canonical = f'<link rel="canonical" href="{layout.page_url(SITE_URL, path)}">\n'.encode()
+        assert published[path].count(canonical) == 1, path
+        assert published[path].replace(canonical, b"") == site[path], path
+    unchanged = set(site) - set(pages) - {"404.html"}
+    assert {path: published[path] for path in unchanged} == {path: site[path] for path in unchanged}
+    root = ElementTree.fromstring(published["sitemap.xml"])
+    namespace = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
+    locations = [loc.text for loc in root.iter(f"{namespace}loc")]
+    assert locations == [layout.page_url(SITE_URL, path) for path in site if path in pages]
+    assert SITE_URL in locations and SITE_URL + "index.html" not in locations
+    assert SITE_URL + "layers/block-conv-f47819d2ea5b/" in locations
+
+
+def test_with_a_site_url_the_404_page_links_to_the_site_by_absolute_url(site):
+    published = dict(render_site(tiny_report(), site_url=SITE_URL))
+    links = parse(published["404.html"]).links
+    assert SITE_URL + "static/style.css" in links and SITE_URL + "index.html" in links
+    assert [link for link in links if not link.startswith(SITE_URL)] == ["#content"]
+    assert b'rel="canonical"' not in published["404.html"]
+    relative = parse(site["404.html"]).links
+    assert [link for link in relative if "://" in link] == []
+
+
+def test_page_urls_name_a_folder_for_its_index():
+    assert layout.page_url(SITE_URL, "index.html") == SITE_URL
+    assert layout.page_url(SITE_URL, "layers/x/index.html") == SITE_URL + "layers/x/"
+    assert layout.page_url(SITE_URL, "layers/x/page-2.html") == SITE_URL + "layers/x/page-2.html"
+    assert layout.page_url(SITE_URL, "myindex.html") == SITE_URL + "myindex.html"
 
 
 def test_no_history_says_so():

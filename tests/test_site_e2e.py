@@ -91,7 +91,7 @@ def test_the_crawl_catches_broken_pages(small_site, chromium, tmp_path):
     image_page = report["images"][0]["page"]
     html = (site / image_page).read_text(encoding="utf-8")
     # The last grid: lazy, and far below the fold, so only an eager check decodes it.
-    grid = re.findall(r'<figure class="grid">\s*<img class="pixelated" src="([^"]+)"', html)[-1]
+    grid = re.findall(r'<figure class="grid"[^>]*>\s*<img class="pixelated" src="([^"]+)"', html)[-1]
     (site / posixpath.normpath(posixpath.join("images", grid))).write_bytes(b"not a png")
     html = html.replace("</main>", '<a href="https://example.com/x">x</a><a href="gone.html">y</a>'
                                    '<a href="../results.html#nowhere">z</a></main>')
@@ -303,8 +303,8 @@ def _fail_rendering_after(count: int, monkeypatch) -> None:
 
     real = reportgen.render.render_site
 
-    def failing(report):
-        yield from itertools.islice(real(report), count)
+    def failing(report, **options):
+        yield from itertools.islice(real(report, **options), count)
         raise RuntimeError("rendering failed on purpose")
 
     monkeypatch.setattr(reportgen.render, "render_site", failing)
