@@ -559,7 +559,8 @@ def pillow_formats() -> tuple[str, ...]:
     else:
         pillow_heif.register_heif_opener()
         formats.append("HEIF")
-    if features.check("avif"):  # Pillow >= 11.2 built with libavif
+    # Pillow >= 11.2 built with libavif; older Pillow does not know the name (and warns).
+    if "avif" in features.modules and features.check_module("avif"):
         formats.append("AVIF")
     return tuple(formats)
 
