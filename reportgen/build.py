@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -54,6 +54,7 @@ PAGE_BYTES_PER_HEATMAP_CELL = 160
 class BuildOptions:
     data: Path
     out: Path
+    labels: Path | None = None  # a path,label CSV naming the test images instead of class folders
     model_path: Path | None = None
     history_path: Path | None = None
     model_cache: Path = Path("output/model/model.keras")
@@ -121,7 +122,8 @@ def prepare_data(options: BuildOptions, echo: Callable[[str], None] = _echo) -> 
         count = shapes.generate(options.data)
         echo(f"Drew the bundled shapes dataset: {count} images in {options.data}")
     training = options.model_path is None
-    dataset = scan_dataset(options.data, require_train=training, scan_train=training)
+    dataset = scan_dataset(options.data, require_train=training, scan_train=training,
+                           labels=options.labels)
     for skipped in dataset.skipped:
         echo(f"skipped {skipped.path}: {skipped.reason}")
     if options.strict and dataset.skipped:
@@ -247,6 +249,7 @@ class StatisticsPass:
 
     probabilities: np.ndarray  # (images, classes)
     accumulators: list  # one LayerStatsAccumulator per shown layer
+    unreadable: list  # (ImageRecord, reason) for images that failed to decode in the pass
 
 
 def statistics_pass(probe, test: Split, contract, true_labels: np.ndarray, class_count: int,
@@ -263,19 +266,42 @@ def statistics_pass(probe, test: Split, contract, true_labels: np.ndarray, class
     probabilities = np.zeros((n_images, class_count), dtype=np.float32)
     accumulators = [LayerStatsAccumulator(layer.output_shape[2], class_count)
                     for layer in probe.layers]
-    position = 0
+    unreadable: list = []
     with click.progressbar(length=n_images, label="Reading test images", file=sys.stderr) as bar:
-        batches = iter_batches(test, contract.spec, batch_size)
-        for batch, probs, maps in stream(probe, batches, contract.prepare):
-            n = len(batch.records)
-            probabilities[position:position + n] = probs
+
+        def decoded_batches():
+            for batch in iter_batches(test, contract.spec, batch_size):
+                unreadable.extend(batch.unreadable)
+                bar.update(len(batch.unreadable))
+                if batch.records:
+                    yield batch
+
+        for batch, probs, maps in stream(probe, decoded_batches(), contract.prepare):
+            indices = np.asarray(batch.indices)
+            probabilities[indices] = probs
             paths = [r.path for r in batch.records]
             for accumulator, layer_maps in zip(accumulators, maps, strict=True):
-                accumulator.update(layer_maps, true_labels[position:position + n], paths)
-            workers.draw_inputs(batch.images, image_slugs[position:position + n])
-            position += n
-            bar.update(n)
-    return StatisticsPass(probabilities, accumulators)
+                accumulator.update(layer_maps, true_labels[indices], paths)
+            workers.draw_inputs(batch.images, [image_slugs[i] for i in indices])
+            bar.update(len(indices))
+    return StatisticsPass(probabilities, accumulators, unreadable)
+
+
+def _drop_unreadable(options: BuildOptions, dataset: Dataset, statistics: StatisticsPass,
+                     echo: Callable[[str], None]) -> Dataset:
+    """The dataset less the test images that failed to decode in the pass, listed as skipped."""
+    if not statistics.unreadable:
+        return dataset
+    test = dataset.test.without(statistics.unreadable)
+    for record, reason in statistics.unreadable:
+        echo(f"skipped {dataset.test.skipped_file(record, reason).path}: {reason}")
+    if options.strict:
+        raise UserError(f"{len(statistics.unreadable)} file(s) in {options.data} could not be read "
+                        "(listed above) and --strict is on")
+    if not test.images:
+        raise UserError(f"Image folder {test.root} has no readable image: every file failed "
+                        "to decode (listed above).")
+    return replace(dataset, test=test)
 
 
 def layer_entries(probe, layer_slugs: list[str], accumulators: list, max_channels: int,
@@ -320,15 +346,13 @@ def _draw_maps(probe, test: Split, contract, indices: list[int], layers: list[La
     from reportgen.activations import stream
 
     slugs = [image_slugs[i] for i in indices]
-    position = 0
-    batches = iter_batches(_subset(test, indices), contract.spec, batch_size)
+    batches = (batch for batch in iter_batches(_subset(test, indices), contract.spec, batch_size)
+               if batch.records)
     for batch, _, maps in stream(probe, batches, contract.prepare):
-        n = len(batch.records)
-        workers.draw_layers(slugs[position:position + n],
+        workers.draw_layers([slugs[i] for i in batch.indices],
                             [(layer.slug, layer_maps, layer.shown_channels)
                              for layer, layer_maps in zip(layers, maps, strict=True)])
-        position += n
-        bar.update(n)
+        bar.update(len(batch.indices) + len(batch.unreadable))
 
 
 def drawing_pass(probe, test: Split, contract, site_plan: plan.SitePlan, priority: list[int],
@@ -422,6 +446,15 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
             pass_started = time.perf_counter()
             statistics = statistics_pass(probe, test, contract, true_labels, len(class_names),
                                          image_slugs, memory.batch_size, workers)
+            if statistics.unreadable:  # decoded once, in the pass: failures are known only now
+                gone = {record for record, _ in statistics.unreadable}
+                keep = np.array([record not in gone for record in test.images])
+                dataset = _drop_unreadable(options, dataset, statistics, echo)
+                test = dataset.test
+                n_images, true_labels = len(test.images), true_labels[keep]
+                image_slugs = [slug for slug, kept in zip(image_slugs, keep, strict=True) if kept]
+                statistics = StatisticsPass(statistics.probabilities[keep],
+                                            statistics.accumulators, [])
             layers = layer_entries(probe, layer_slugs, statistics.accumulators,
                                    options.max_channels, palette, site)
             stage_seconds["statistics"] = time.perf_counter() - pass_started

@@ -193,8 +193,12 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
 
 @main.command()
 @click.option("--data", type=click.Path(path_type=Path), default=DEFAULT_DATA,
-              help="Dataset folder (test_set/, and training_set/ when training). "
+              help="Dataset folder (test_set/, and training_set/ when training). With --model "
+                   "it may also be a plain folder of class folders. "
                    "The bundled shapes are drawn if the default folder is missing.")
+@click.option("--labels", type=click.Path(path_type=Path),
+              help="With --model: a CSV of path,label rows (paths relative to --data) naming the "
+                   "test images, instead of class folders.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("output/site"),
               help="Site folder; replaced atomically, and only if reportgen made it.")
 @click.option("--model", "model_path", type=click.Path(path_type=Path),
@@ -242,8 +246,8 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
 @input_options
 @training_options
 @user_errors
-def build(data: Path, out: Path, model_path: Path | None, history_path: Path | None,
-          retrain: bool, trust_model: bool, preprocess: str, resize: str,
+def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
+          history_path: Path | None, retrain: bool, trust_model: bool, preprocess: str, resize: str,
           layer_patterns: tuple[str, ...], scale: str,
           colormap: str, images_per_page: int, max_gallery_images: int | None,
           max_channels: int, memory_budget_mb: int, max_site_mb: int, jobs: int,
@@ -254,13 +258,17 @@ def build(data: Path, out: Path, model_path: Path | None, history_path: Path | N
 
     if history_path is not None and model_path is None:
         raise UserError("--history goes with --model; a model trained here records its own")
+    if labels is not None and model_path is None:
+        raise UserError("--labels goes with --model: training reads training_set/ and test_set/ "
+                        "class folders")
     if site_url is not None:
         site_url = checked_site_url(site_url)
     from reportgen.build import BuildOptions
     from reportgen.build import build as build_site
     _install_sigterm_handler()
     options = BuildOptions(
-        data=data, out=out, model_path=model_path, history_path=history_path, retrain=retrain,
+        data=data, labels=labels, out=out, model_path=model_path, history_path=history_path,
+        retrain=retrain,
         trust_model=trust_model, preprocess=preprocess, resize=resize,
         layer_patterns=layer_patterns, scale=scale, colormap=colormap,
         images_per_page=images_per_page, max_gallery_images=max_gallery_images,

@@ -1,26 +1,33 @@
-"""Read and validate an image folder laid out the Keras way.
+"""Read and validate an image folder laid out the Keras way, or as people have it.
 
-``<root>/training_set/<class>/*`` and ``<root>/test_set/<class>/*``; classes
-sorted by name give the label indices. Every file is decoded once while
-scanning, so anything that would fail later is listed as skipped, with a
-reason, before the slow work starts. Numpy and Pillow only: no TensorFlow here.
+``<root>/training_set/<class>/*`` and ``<root>/test_set/<class>/*``; or, for a
+report on a given model, ``<root>/<class>/*`` alone or any folder plus a CSV of
+``path,label`` rows. Classes sorted by name give the label indices. Scanning
+reads each file's header and structure only (cheap); the one full decode comes
+with the file's batch, and a file that fails there is skipped and listed like
+those the scan found. Numpy and Pillow only: no TensorFlow here.
 """
 
 from __future__ import annotations
 
+import csv
+import functools
 import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
 from reportgen.errors import UserError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif"})
+# Formats Pillow always reads, and those that need the optional extra reportgen[photos].
+BASE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+PHOTO_SUFFIXES = {".heic": "HEIF", ".heif": "HEIF", ".avif": "AVIF"}
+IMAGE_SUFFIXES = BASE_SUFFIXES | frozenset(PHOTO_SUFFIXES)
 # Below Pillow's own bomb limit (~89 million pixels) so that our check, which
 # knows the size, answers first; 40 million RGB pixels already decode to 120 MB.
 MAX_IMAGE_PIXELS = 40_000_000
@@ -29,8 +36,14 @@ TRAIN_FOLDER = "training_set"
 TEST_FOLDER = "test_set"
 
 # Only the decoders the suffixes promise: Pillow would otherwise also sniff
-# formats such as EPS, whose decoder runs Ghostscript.
-PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "GIF")
+# formats such as EPS, whose decoder runs Ghostscript. HEIF and AVIF join when
+# their decoders are present (``pillow_formats``).
+PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+PHOTOS_EXTRA = "pip install 'reportgen[photos]'"
+# JPEG decodes at 1/2, 1/4 or 1/8 scale for free (draft mode); we ask for at least this
+# many times the model's input size so the final bilinear resize still has the detail.
+DRAFT_FACTOR = 2
+LABELS_COLUMNS = ("path", "label")
 # Operating-system litter that nobody put there on purpose (hidden names too).
 IGNORED_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx"})
 # Full-scale value of each high-bit-depth mode; Pillow's own convert("L")
@@ -87,11 +100,25 @@ class SkippedFile:
 
 @dataclass(frozen=True)
 class Split:
-    root: Path
+    root: Path  # image paths are relative to it
     class_names: tuple[str, ...]
     images: tuple[ImageRecord, ...]  # sorted by (label, path)
     skipped: tuple[SkippedFile, ...]  # sorted by path
     empty_classes: tuple[str, ...]  # class folders with no readable image
+    data_root: Path | None = None  # skipped paths are relative to it; None: root
+
+    def skipped_file(self, record: ImageRecord, reason: str) -> SkippedFile:
+        return SkippedFile(_display_path(self.root / record.path, self.data_root or self.root), reason)
+
+    def without(self, unreadable: Sequence[tuple[ImageRecord, str]]) -> Split:
+        """This split less images that failed to decode after the scan, listed as skipped."""
+        if not unreadable:
+            return self
+        gone = {record for record, _ in unreadable}
+        images = tuple(record for record in self.images if record not in gone)
+        skipped = (*self.skipped, *(self.skipped_file(record, reason) for record, reason in unreadable))
+        return replace(self, images=images, skipped=tuple(sorted(skipped, key=lambda s: s.path)),
+                       empty_classes=_empty_classes(self.class_names, images))
 
 
 @dataclass(frozen=True)
@@ -106,13 +133,6 @@ class Dataset:
         return (self.train.skipped if self.train else ()) + self.test.skipped
 
 
-# eq=False: the generated __eq__ and __hash__ would choke on the array.
-@dataclass(frozen=True, eq=False)
-class Batch:
-    images: np.ndarray  # (n, height, width, channels) float32 pixels in [0, 255], resized
-    records: tuple[ImageRecord, ...]
-
-
 class _Unusable(Exception):
     """An image we refuse on purpose; the message is the reason."""
 
@@ -120,29 +140,48 @@ class _Unusable(Exception):
 # --- Scanning folders -------------------------------------------------------
 
 
-def scan_dataset(root: Path, *, require_train: bool = False, scan_train: bool = True) -> Dataset:
+def scan_dataset(root: Path, *, require_train: bool = False, scan_train: bool = True,
+                 labels: Path | None = None) -> Dataset:
     """Scan ``root/training_set`` (optional unless require_train) and ``root/test_set``.
 
     scan_train=False skips training_set/ altogether: a report on a given model
-    reads only the test images.
+    reads only the test images, and then ``root`` may also be a plain folder of
+    class folders, or any folder whose images a ``labels`` CSV names. Training
+    splits are decoded in full while scanning (training loads them all at once);
+    test splits of a report on a given model only have their headers checked.
     """
     root = Path(root)
     if not root.exists():
         raise UserError(f"Data folder {root} does not exist.")
     if not root.is_dir():
         raise UserError(f"Data folder {root} is not a folder.")
+    training = scan_train or require_train
+    if labels is not None:
+        if training:
+            raise UserError("--labels names the test images of a report on a given model "
+                            f"(--model); training reads {TRAIN_FOLDER}/ and {TEST_FOLDER}/.")
+        test = scan_labelled(root, labels)
+        _require_images(test, root)
+        return Dataset(root=root, class_names=test.class_names, train=None, test=test)
     train_root, test_root = root / TRAIN_FOLDER, root / TEST_FOLDER
-    if not test_root.is_dir():
-        raise UserError(f"Data folder {root} has no {TEST_FOLDER}/ folder of class folders.")
     if require_train and not train_root.is_dir():
         raise UserError(f"Data folder {root} has no {TRAIN_FOLDER}/ folder of class folders.")
+    if not test_root.is_dir():
+        if training or train_root.is_dir():
+            raise UserError(f"Data folder {root} has no {TEST_FOLDER}/ folder of class folders.")
+        if not any(entry.is_dir() and not _is_ignored(entry.name) for entry in _entries(root)):
+            raise UserError(f"Data folder {root} has neither a {TEST_FOLDER}/ folder nor class "
+                            "folders (one subfolder per class), and no --labels file names its "
+                            "images.")
+        test_root = root  # a plain folder of class folders is the test set
 
-    train = scan_split(train_root, relative_to=root) \
-        if train_root.is_dir() and (scan_train or require_train) else None
+    train = scan_split(train_root, relative_to=root, decode=True) \
+        if train_root.is_dir() and training else None
     if train is not None:
         _require_same_classes(_class_folders(test_root), train.class_names, test_root,
                               expected_from=f"{TRAIN_FOLDER}/")
-    test = scan_split(test_root, train.class_names if train else None, relative_to=root)
+    test = scan_split(test_root, train.class_names if train else None, relative_to=root,
+                      decode=training)
     _require_images(test, root)
     if train is not None and require_train:
         _require_images(train, root)
@@ -150,26 +189,34 @@ def scan_dataset(root: Path, *, require_train: bool = False, scan_train: bool = 
 
 
 def scan_split(split_root: Path, class_names: Sequence[str] | None = None, *,
-               relative_to: Path | None = None) -> Split:
+               relative_to: Path | None = None, decode: bool = False) -> Split:
     """Check every file under split_root; unusable ones are listed as skipped, never raised.
 
     class_names, when given, fixes the label order (a trained model's classes)
     and must match the class folders. relative_to is the data folder: skipped
     paths are reported relative to it and symlinks must stay inside it. It
-    defaults to split_root.
+    defaults to split_root. decode=True decodes every file in full (see check_image).
     """
     split_root = Path(split_root)
     data_root = split_root if relative_to is None else Path(relative_to)
     if not split_root.is_dir():
         raise UserError(f"Image folder {split_root} does not exist or is not a folder.")
     class_names = _label_order(split_root, class_names)
-    images, skipped = _scan_files(split_root, class_names, data_root)
-    used_labels = {record.label for record in images}
-    empty = tuple(name for label, name in enumerate(class_names) if label not in used_labels)
-    return Split(root=split_root, class_names=class_names,
-                 images=tuple(sorted(images, key=lambda record: (record.label, record.path))),
+    images, skipped = _scan_files(split_root, class_names, data_root, decode)
+    return _split(split_root, class_names, images, skipped, data_root)
+
+
+def _split(root: Path, class_names: tuple[str, ...], images: list[ImageRecord],
+           skipped: list[SkippedFile], data_root: Path) -> Split:
+    images = sorted(images, key=lambda record: (record.label, record.path))
+    return Split(root=root, class_names=class_names, images=tuple(images),
                  skipped=tuple(sorted(skipped, key=lambda skip: skip.path)),
-                 empty_classes=empty)
+                 empty_classes=_empty_classes(class_names, images), data_root=data_root)
+
+
+def _empty_classes(class_names: Sequence[str], images: Sequence[ImageRecord]) -> tuple[str, ...]:
+    used_labels = {record.label for record in images}
+    return tuple(name for label, name in enumerate(class_names) if label not in used_labels)
 
 
 def _label_order(split_root: Path, class_names: Sequence[str] | None) -> tuple[str, ...]:
@@ -182,8 +229,8 @@ def _label_order(split_root: Path, class_names: Sequence[str] | None) -> tuple[s
     return tuple(class_names)
 
 
-def _scan_files(split_root: Path, class_names: tuple[str, ...],
-                data_root: Path) -> tuple[list[ImageRecord], list[SkippedFile]]:
+def _scan_files(split_root: Path, class_names: tuple[str, ...], data_root: Path,
+                decode: bool) -> tuple[list[ImageRecord], list[SkippedFile]]:
     boundary = data_root.resolve()
     images: list[ImageRecord] = []
     skipped: list[SkippedFile] = []
@@ -193,13 +240,81 @@ def _scan_files(split_root: Path, class_names: tuple[str, ...],
                                        reason or "not inside a class folder"))
     for label, class_name in enumerate(class_names):
         for path, reason in _candidates(split_root / class_name, boundary, frozenset()):
-            reason = reason or check_image(path)
+            reason = reason or check_image(path, decode=decode)
             if reason:
                 skipped.append(SkippedFile(_display_path(path, data_root), reason))
             else:
                 relative_path = path.relative_to(split_root).as_posix()
                 images.append(ImageRecord(relative_path, label, class_name))
     return images, skipped
+
+
+def scan_labelled(root: Path, labels: Path) -> Split:
+    """The images a CSV of ``path,label`` rows names, paths relative to root (the data folder).
+
+    A malformed file is one UserError; rows naming files that are missing or
+    unreadable are skipped and listed, as the scan lists bad files in class folders.
+    Classes are the labels found, sorted as class folders are.
+    """
+    rows = read_labels(labels)
+    class_names = tuple(sorted({label for _, label in rows}))
+    label_of = {name: index for index, name in enumerate(class_names)}
+    boundary = root.resolve()
+    images: list[ImageRecord] = []
+    skipped: list[SkippedFile] = []
+    for relative_path, class_name in rows:
+        path = root / relative_path
+        if not path.exists() and not path.is_symlink():
+            skipped.append(SkippedFile(relative_path, f"listed in {labels.name} but not found"))
+            continue
+        if path.is_dir():
+            skipped.append(SkippedFile(relative_path, "a folder, not an image file"))
+            continue
+        for candidate, reason in _candidates(path, boundary, frozenset()):
+            reason = reason or check_image(candidate, decode=False)
+            if reason:
+                skipped.append(SkippedFile(_display_path(candidate, root), reason))
+            else:
+                images.append(ImageRecord(relative_path, label_of[class_name], class_name))
+    return _split(root, class_names, images, skipped, root)
+
+
+def read_labels(labels: Path) -> list[tuple[str, str]]:
+    """(path, label) rows of a labels CSV, paths normalised to POSIX; UserError if malformed."""
+    try:
+        with open(labels, encoding="utf-8-sig", newline="") as file:
+            table = list(csv.reader(file))
+    except FileNotFoundError:
+        raise UserError(f"Labels file {labels} does not exist.") from None
+    except UnicodeDecodeError:
+        raise UserError(f"Labels file {labels} is not UTF-8 text.") from None
+    except (OSError, csv.Error) as error:
+        raise UserError(f"Cannot read labels file {labels}: {error}.") from error
+    if not table or tuple(cell.strip().lower() for cell in table[0]) != LABELS_COLUMNS:
+        found = ",".join(table[0]) if table else "an empty file"
+        raise UserError(f"Labels file {labels} must start with the header row "
+                        f"{','.join(LABELS_COLUMNS)}; found {found!r}.")
+    rows: list[tuple[str, str]] = []
+    first_line: dict[str, int] = {}
+    for line, row in enumerate(table[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(LABELS_COLUMNS) or not row[0].strip() or not row[1].strip():
+            raise UserError(f"Labels file {labels}, line {line}: expected a path and a label, "
+                            f"found {row!r}.")
+        relative = PurePosixPath(row[0].strip().replace("\\", "/"))
+        if relative.is_absolute() or ".." in relative.parts:
+            raise UserError(f"Labels file {labels}, line {line}: {row[0]!r} is not a path inside "
+                            "the data folder.")
+        path = relative.as_posix()
+        if path in first_line:
+            raise UserError(f"Labels file {labels}, line {line}: {path} is listed twice "
+                            f"(first on line {first_line[path]}).")
+        first_line[path] = line
+        rows.append((path, row[1].strip()))
+    if not rows:
+        raise UserError(f"Labels file {labels} lists no images.")
+    return rows
 
 
 def _class_folders(split_root: Path) -> tuple[str, ...]:
@@ -324,12 +439,19 @@ def _display_path(path: Path, data_root: Path) -> str:
 # --- Decoding one image -----------------------------------------------------
 
 
-def check_image(path: Path) -> str | None:
-    """None if load_image will read path, else why not (one short sentence)."""
+def check_image(path: Path, *, decode: bool = True) -> str | None:
+    """None if path looks readable, else why not (one short sentence).
+
+    decode=False reads the header and lets the format verify its structure (PNG
+    checks every chunk's CRC) without decoding pixels; damage only a decode finds
+    (a cut-off JPEG) then surfaces when the image's batch is read. decode=True
+    decodes every pixel too: None means load_image will read path.
+    """
     try:
         with _open_image(path) as image:
             image.verify()  # catches damage a lenient decoder lets through (missing PNG end)
-        _decode(path)
+        if decode:
+            _decode(path)
     # Pillow's decoders raise many exception types on hostile bytes
     # (ValueError, struct.error, IndexError, ...); every one means "unusable".
     except Exception as error:
@@ -342,11 +464,20 @@ def load_image(path: Path, spec: InputSpec) -> np.ndarray:
 
     Pixels stay 0-255 (what Keras' image_dataset_from_directory yields); scaling them
     to the model's input range is the input contract's job (``reportgen.inputs``).
+    A JPEG at least 2 x DRAFT_FACTOR times the model's size is decoded at 1/2, 1/4 or
+    1/8 scale (never below DRAFT_FACTOR times the model's size) before the resize:
+    README states how close that stays to a full decode.
     """
     try:
-        image = _decode(path)
+        return read_image(path, spec)
     except Exception as error:  # as in check_image
         raise UserError(f"Cannot read image {path}: {_reason(error)}.") from error
+
+
+def read_image(path: Path, spec: InputSpec) -> np.ndarray:
+    """load_image, raising whatever the decoder raises (callers that skip bad files catch it)."""
+    side = DRAFT_FACTOR * max(spec.height, spec.width)
+    image = _decode(path, draft_size=(side, side))
     if spec.channels == 1 and image.mode == "RGB":
         # Pillow's own 8-bit grey, as keras.utils.load_img(color_mode="grayscale") gives.
         image = image.convert("L")
@@ -417,28 +548,63 @@ def _axis_samples(size: int, target: int, start: int, length: int
     return np.clip(canvas, 0, size - 1), inside, (centres - floor).astype(np.float32)
 
 
+@functools.cache
+def pillow_formats() -> tuple[str, ...]:
+    """PILLOW_FORMATS plus HEIF (the pillow-heif plugin) and AVIF where they can be read."""
+    formats = list(PILLOW_FORMATS)
+    try:
+        import pillow_heif
+    except ImportError:
+        pass
+    else:
+        pillow_heif.register_heif_opener()
+        formats.append("HEIF")
+    # Pillow >= 11.2 built with libavif; older Pillow does not know the name (and warns).
+    if "avif" in features.modules and features.check_module("avif"):
+        formats.append("AVIF")
+    return tuple(formats)
+
+
+def missing_decoder(suffix: str) -> str | None:
+    """Why a file with this suffix cannot be read here, or None if it can."""
+    needed = PHOTO_SUFFIXES.get(suffix.lower())
+    if needed is None or needed in pillow_formats():
+        return None
+    return f"{needed} image needs the optional extra reportgen[photos] ({PHOTOS_EXTRA})"
+
+
 @contextmanager
 def _open_image(path: Path) -> Iterator[ImageFile.ImageFile]:
     """Open path with decompression bombs refused and Pillow's other warnings muted."""
     path = Path(path)
     if path.stat().st_size == 0:
         raise _Unusable("empty file")
+    if (missing := missing_decoder(path.suffix)) is not None:
+        raise _Unusable(missing)
     with warnings.catch_warnings():
         # Pillow warns about cosmetic damage (corrupt EXIF and the like) that
         # does not stop decoding; whether an image is usable is decided here.
         warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path, formats=PILLOW_FORMATS) as image:
+        with Image.open(path, formats=pillow_formats()) as image:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise _Unusable(f"image too large ({width}x{height} pixels)")
             yield image
 
 
-def _decode(path: Path) -> Image.Image:
-    """Every pixel decoded and upright, as L, LA, RGB, RGBA or (high bit depth) F in [0, 1]."""
+def _decode(path: Path, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Every pixel decoded and upright, as L, LA, RGB, RGBA or (high bit depth) F in [0, 1].
+
+    draft_size: a JPEG is decoded at the smallest of 1/1, 1/2, 1/4, 1/8 scale that is
+    still at least this big (libjpeg scales inside its inverse DCT, so the skipped
+    work is never done). The mode is left alone: a grey model still gets Pillow's
+    convert("L") of the RGB pixels, as for any other image.
+    """
     with _open_image(path) as image:
-        upright = ImageOps.exif_transpose(image)  # decodes too (a GIF's first frame)
+        if draft_size is not None and image.format == "JPEG":
+            image.draft(None, draft_size)
+        upright = ImageOps.exif_transpose(image)  # decodes too (the first frame of an animation)
         if upright.mode in HIGH_DEPTH_FULL_SCALE:
             return _high_depth_to_unit(upright)
         greyscale = upright.mode in GREYSCALE_MODES
@@ -484,7 +650,7 @@ def _reason(error: Exception) -> str:
     if isinstance(error, Image.DecompressionBombError | Image.DecompressionBombWarning):
         return "image too large (Pillow refuses it as a possible decompression bomb)"
     if isinstance(error, UnidentifiedImageError):
-        return "not a PNG, JPEG, BMP or GIF image Pillow can read"
+        return f"not a {', '.join(pillow_formats())} image Pillow can read"
     if isinstance(error, FileNotFoundError):
         return "file not found"
     if isinstance(error, PermissionError):
@@ -498,8 +664,22 @@ def _reason(error: Exception) -> str:
 # --- Batches ----------------------------------------------------------------
 
 
+# eq=False: the generated __eq__ and __hash__ would choke on the array.
+@dataclass(frozen=True, eq=False)
+class Batch:
+    images: np.ndarray  # (n, height, width, channels) float32 pixels in [0, 255], resized
+    records: tuple[ImageRecord, ...]  # the n images, in the split's order
+    indices: tuple[int, ...]  # their positions in split.images
+    unreadable: tuple[tuple[ImageRecord, str], ...] = ()  # failed to decode: (record, reason)
+
+
 def iter_batches(split: Split, spec: InputSpec, batch_size: int) -> Iterator[Batch]:
-    """The split's images in its sorted order, one batch in memory at a time."""
+    """The split's images in its sorted order, one batch in memory at a time.
+
+    Each image is decoded here, once. One that fails (damage the header scan
+    cannot see) is left out of the batch and returned in ``unreadable``;
+    ``Split.without`` lists it with the skipped files.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
     return _batches(split, spec, batch_size)
@@ -507,18 +687,29 @@ def iter_batches(split: Split, spec: InputSpec, batch_size: int) -> Iterator[Bat
 
 def _batches(split: Split, spec: InputSpec, batch_size: int) -> Iterator[Batch]:
     for start in range(0, len(split.images), batch_size):
-        records = split.images[start:start + batch_size]
-        yield Batch(_load_records(split.root, records, spec), records)
+        images, indices, unreadable = [], [], []
+        for index in range(start, min(start + batch_size, len(split.images))):
+            record = split.images[index]
+            try:
+                images.append(read_image(split.root / record.path, spec))
+            except Exception as error:  # as in check_image
+                unreadable.append((record, _reason(error)))
+            else:
+                indices.append(index)
+        stacked = np.stack(images) if images else \
+            np.empty((0, spec.height, spec.width, spec.channels), np.float32)
+        yield Batch(stacked, tuple(split.images[i] for i in indices), tuple(indices),
+                    tuple(unreadable))
 
 
 def load_split(split: Split, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
-    """All images (n, h, w, c) float32 and their int64 labels: for small training sets."""
+    """All images (n, h, w, c) float32 and their int64 labels: for small training sets.
+
+    Training splits are decoded in full by the scan, so a failure here (a file
+    changed since) is an error, not a skip.
+    """
     labels = np.array([record.label for record in split.images], np.int64)
-    return _load_records(split.root, split.images, spec), labels
-
-
-def _load_records(split_root: Path, records: Sequence[ImageRecord], spec: InputSpec) -> np.ndarray:
-    images = np.empty((len(records), spec.height, spec.width, spec.channels), np.float32)
-    for index, record in enumerate(records):
-        images[index] = load_image(split_root / record.path, spec)
-    return images
+    images = np.empty((len(split.images), spec.height, spec.width, spec.channels), np.float32)
+    for index, record in enumerate(split.images):
+        images[index] = load_image(split.root / record.path, spec)
+    return images, labels

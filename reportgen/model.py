@@ -306,7 +306,7 @@ def predict_files(model: keras.Model, paths: Sequence[Path], contract: InputCont
 
     images = []
     for path in paths:
-        reason = check_image(path)
+        reason = check_image(path, decode=False)  # load_image decodes, and says if that fails
         if reason is not None:
             raise UserError(f"cannot read {path}: {reason}")
         images.append(load_image(path, contract.spec))

@@ -202,13 +202,13 @@ def test_batches_cover_every_image_once_in_order(tmp_path):
 def test_batches_load_one_batch_at_a_time(tmp_path, monkeypatch):
     split = scan_dataset(shapes_dataset(tmp_path, per_class=4, train=False)).test
     loaded: list[Path] = []
-    real_load_image = data.load_image
+    real_read_image = data.read_image
 
-    def counting_load_image(path, spec):
+    def counting_read_image(path, spec):
         loaded.append(path)
-        return real_load_image(path, spec)
+        return real_read_image(path, spec)
 
-    monkeypatch.setattr(data, "load_image", counting_load_image)
+    monkeypatch.setattr(data, "read_image", counting_read_image)
     batches = iter_batches(split, RGB_8x8, batch_size=5)
     assert loaded == []
 
@@ -224,15 +224,20 @@ def test_batch_size_must_be_positive(tmp_path):
         iter_batches(split, RGB_8x8, batch_size=0)
 
 
-def test_a_file_damaged_after_the_scan_raises_a_user_error_naming_it(tmp_path):
+def test_a_file_that_fails_to_decode_in_its_batch_is_left_out_and_listed(tmp_path):
     split = scan_dataset(shapes_dataset(tmp_path, train=False)).test
-    damaged = split.root / split.images[-1].path
-    damaged.write_bytes(b"gone")
+    damaged = split.images[-1]
+    (split.root / damaged.path).write_bytes(b"gone")
 
-    batches = iter_batches(split, RGB_8x8, batch_size=2)
-    next(batches)
-    with pytest.raises(UserError, match="triangle_0001.png"):
-        list(batches)
+    batches = list(iter_batches(split, RGB_8x8, batch_size=4))
+
+    assert [batch.indices for batch in batches] == [(0, 1, 2, 3), (4,)]
+    assert batches[1].records == (split.images[4],) and len(batches[1].images) == 1
+    assert batches[1].unreadable == ((damaged, "not a " + ", ".join(data.pillow_formats())
+                                      + " image Pillow can read"),)
+    remaining = split.without(batches[1].unreadable)
+    assert remaining.images == split.images[:-1]
+    assert [s.path for s in remaining.skipped] == ["test_set/triangles/triangle_0001.png"]
 
 
 def test_load_split_returns_every_image_with_its_label(tmp_path):
@@ -256,7 +261,7 @@ def truncated_png() -> bytes:
 BAD_FILES = {
     "truncated PNG": ("cut.png", truncated_png(), "truncated image data"),
     "PNG missing its end": ("end.png", png_bytes(Image.new("L", (4, 4)))[:-12], "truncated"),
-    "text named .png": ("notes.png", b"hello, I am text\n", "not a PNG, JPEG, BMP or GIF image"),
+    "text named .png": ("notes.png", b"hello, I am text\n", "not a PNG, JPEG, BMP, GIF, WEBP, TIFF"),
     "empty file": ("empty.png", b"", "empty file"),
     "AppleDouble fork": ("._photo.png", b"\x00\x05\x16\x07" + bytes(60),
                          "macOS resource fork, not an image"),
@@ -374,14 +379,14 @@ def test_format_comes_from_the_content_not_the_suffix(tmp_path):
     save(circles / "bitmap.bmp", format="BMP")
     save(circles / "photo.jpeg", format="JPEG")
     # A real image in a format the suffixes do not promise is refused.
-    save(circles / "tiff_inside.png", format="TIFF")
+    save(circles / "ppm_inside.png", format="PPM")
 
     test = scan_dataset(tmp_path).test
 
     assert [r.path for r in test.images if r.label == 0] == [
         "circles/SHOUTING.PNG", "circles/bitmap.bmp", "circles/circle_0000.png",
         "circles/photo.jpeg", "circles/really_png.jpg"]
-    assert list(skipped_reasons(test)) == ["test_set/circles/tiff_inside.png"]
+    assert list(skipped_reasons(test)) == ["test_set/circles/ppm_inside.png"]
 
 
 def test_skipped_files_are_sorted_by_path_and_dataset_lists_train_then_test(tmp_path):
