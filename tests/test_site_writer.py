@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -42,16 +44,106 @@ def test_a_failed_build_keeps_the_old_site(tmp_path, error):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
 
 
+def make_folder(folder: Path, pages: dict[str, bytes], ours: bool = True) -> None:
+    folder.mkdir()
+    if ours:
+        (folder / MARKER).write_text("x")
+    for path, data in pages.items():
+        (folder / path).write_bytes(data)
+
+
 def test_leftovers_of_a_killed_build_are_removed(tmp_path):
-    leftover = tmp_path / ".reportgen-tmp-site-deadbeef"
-    leftover.mkdir()
-    (leftover / MARKER).write_text("x")
+    write_site(tmp_path / "site", {"index.html": b"old"})
+    leftovers = [tmp_path / ".reportgen-tmp-site-deadbeef", tmp_path / ".reportgen-old-site-deadbeef"]
+    for leftover in leftovers:
+        make_folder(leftover, {"index.html": b"leftover"})
     not_ours = tmp_path / ".reportgen-tmp-site-cafecafe"
-    not_ours.mkdir()
-    (not_ours / "keep.txt").write_text("mine")
+    make_folder(not_ours, {"keep.txt": b"mine"}, ours=False)
     write_site(tmp_path / "site", {"index.html": b"x"})
-    assert not leftover.exists()
+    assert not any(leftover.exists() for leftover in leftovers)
     assert (not_ours / "keep.txt").read_text() == "mine"
+
+
+def fail_renames(monkeypatch, *which: str) -> None:
+    """Make some of the swap's renames fail, as on a full, read-only or flaky disk.
+
+    "aside": the old site to a side folder; "into place": the new site to the target;
+    "back": the old site from its side folder to the target again.
+    """
+    real_rename, real_replace = os.rename, os.replace
+
+    def kind(source, destination) -> str:
+        if Path(source).name.startswith(".reportgen-tmp-"):
+            return "into place"
+        if Path(destination).name.startswith(".reportgen-old-"):
+            return "aside"
+        return "back" if Path(source).name.startswith(".reportgen-old-") else "other"
+
+    def failing(real):
+        def rename(source, destination, *args, **kwargs):
+            if kind(source, destination) in which:
+                raise OSError(errno.EIO, "Input/output error")
+            return real(source, destination, *args, **kwargs)
+        return rename
+
+    monkeypatch.setattr(os, "rename", failing(real_rename))
+    monkeypatch.setattr(os, "replace", failing(real_replace))
+
+
+@pytest.mark.parametrize("which", [("aside",), ("into place",)], ids=["aside", "into-place"])
+def test_a_failed_rename_in_the_swap_keeps_the_old_site(tmp_path, monkeypatch, which):
+    target = tmp_path / "site"
+    write_site(target, {"index.html": b"old", "a/b.html": b"b"})
+    before = tree(target)
+    fail_renames(monkeypatch, *which)
+    with pytest.raises(UserError, match="Input/output error"):
+        write_site(target, {"index.html": b"new"})
+    monkeypatch.undo()
+    assert tree(target) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+def test_an_old_site_that_cannot_be_put_back_survives_the_next_build(tmp_path, monkeypatch):
+    target = tmp_path / "site"
+    write_site(target, {"index.html": b"old", "a/b.html": b"b"})
+    before = tree(target)
+    fail_renames(monkeypatch, "into place", "back")
+    with pytest.raises(UserError, match="previous site back: it is in .*reportgen-old-site-") as error:
+        write_site(target, {"index.html": b"new"})
+    monkeypatch.undo()
+    [aside] = tmp_path.iterdir()  # the new site is gone, the old one kept beside the target
+    assert str(aside) in str(error.value) and tree(aside) == before
+    # The next build puts it back first, so even a build that fails leaves it in place...
+    with pytest.raises(RuntimeError), SiteWriter(target) as site:
+        site.write("index.html", b"newer")
+        raise RuntimeError("the next build fails too")
+    assert tree(target) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+    # ...and one that succeeds replaces it as usual.
+    write_site(target, {"index.html": b"newest"})
+    assert tree(target)["index.html"] == b"newest"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+def test_the_newest_old_site_is_put_back_when_the_target_is_missing(tmp_path):
+    older, newer = tmp_path / ".reportgen-old-site-00000000", tmp_path / ".reportgen-old-site-ffffffff"
+    make_folder(newer, {"index.html": b"newer"})
+    make_folder(older, {"index.html": b"older"})
+    os.utime(older / MARKER, ns=(1_000_000_000, 1_000_000_000))
+    with pytest.raises(RuntimeError), SiteWriter(tmp_path / "site"):
+        raise RuntimeError("a build that fails")
+    assert tree(tmp_path / "site")["index.html"] == b"newer"
+    assert tree(older)["index.html"] == b"older"  # kept until a site is in place again
+    write_site(tmp_path / "site", {"index.html": b"new"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+def test_an_old_site_beside_a_folder_not_ours_is_left_alone(tmp_path):
+    aside = tmp_path / ".reportgen-old-site-deadbeef"
+    make_folder(aside, {"index.html": b"old"})
+    (tmp_path / "site").mkdir()  # empty, so it may be written to
+    write_site(tmp_path / "site", {"index.html": b"new"})
+    assert tree(aside)["index.html"] == b"old"
 
 
 def test_refuses_folders_it_did_not_make(tmp_path):
