@@ -140,6 +140,21 @@ def test_ties_are_broken_by_path_whatever_the_batch_order():
     assert {t.score for t in constant.top} == {0.75}
 
 
+def test_the_atlas_keeps_the_9_most_activating_images_by_default():
+    """The README promises 9: a literal here, not TOP_K, so changing the constant is caught."""
+    feature_maps, labels, paths = make_layer(seed=7, n_images=25)
+    accumulator = LayerStatsAccumulator(feature_maps.shape[3], N_CLASSES)  # the default top_k
+    for start, stop in pairwise((0, 4, 13, 25)):
+        accumulator.update(feature_maps[start:stop], labels[start:stop], paths[start:stop])
+    stats = accumulator.result()
+    assert {len(channel.top) for channel in stats.channels} == {9}
+    assert_matches(stats, brute_force(feature_maps, labels, paths, N_CLASSES, top_k=9), 25)
+    # Scores tie across the cut after the 9th place, so the order by path decides who is in.
+    scores = feature_maps.max(axis=(1, 2))[:, 4]
+    ninth = sorted(scores, reverse=True)[8]
+    assert (scores > ninth).sum() < 9 < (scores >= ninth).sum()
+
+
 def test_top_k_with_fewer_images_than_k():
     feature_maps, labels, paths = make_layer(seed=5, n_images=4)
     stats = accumulate(feature_maps, labels, paths, batch_starts=(0, 3)).result()
