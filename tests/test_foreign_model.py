@@ -60,6 +60,7 @@ def foreign(tmp_path_factory):
     return root, x_test, y_test, model
 
 
+@pytest.mark.slow
 def test_report_numbers_match_an_independent_computation(foreign):
     from click.testing import CliRunner
 
