@@ -380,7 +380,8 @@ def _zip_without_config(folder: Path, real: Path) -> Path:
 UNLOADABLE = {
     "missing file": (lambda folder, real: folder / "absent.keras", "does not exist"),
     "folder": (_plain_folder, "is a folder, not a model file"),
-    "SavedModel folder": (_saved_model_folder, "is a TensorFlow SavedModel folder"),
+    "SavedModel folder": (_saved_model_folder, "is a TensorFlow SavedModel folder; Keras 3 cannot "
+                          "load it as a model: save it as a .keras file with model.save('model.keras')"),
     "random bytes": (_random_bytes, "is not a Keras model file"),
     "truncated .keras": (_truncated, "truncated or damaged"),
     "zip that is no model": (_zip_without_config, "cannot load"),
@@ -405,12 +406,58 @@ def test_format_comes_from_the_bytes_not_the_name(tiny, tmp_path):
     np.testing.assert_allclose(predictions(model_stage.load(renamed)), predictions(model), rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["compiled.keras", "compiled.bin"])
+def test_models_load_uncompiled_whatever_their_name(tmp_path, name):
+    """compile=False: reportgen only predicts, and a compiled model's optimizer state need not load."""
+    model = fixture_models.sequential_with_input()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    path = tmp_path / name
+    model.save(path.with_suffix(".keras"))
+    path.with_suffix(".keras").rename(path)
+    loaded = model_stage.load(path)
+    assert loaded.compiled is False
+    np.testing.assert_allclose(predictions(loaded), predictions(model), rtol=1e-6)
+
+
+EXPLANATIONS = {
+    "Lambda": ("Refusing to load the `Lambda` layer 'double'.",
+               "contains Python code (a Lambda layer or similar)"),
+    "unsafe": ("Requested the deserialization of UNSAFE code.",
+               "contains Python code (a Lambda layer or similar)"),
+    "safe_mode": ("pass safe_mode=False to load this", "contains Python code (a Lambda layer or similar)"),
+    "Could not locate": ("Could not locate class 'Doubler'.", "needs custom Python classes"),
+    "custom_objects": ("Make sure custom classes are in custom_objects.", "needs custom Python classes"),
+    "Unknown layer": ("Unknown layer: 'Doubler'.", "needs custom Python classes"),
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), EXPLANATIONS.values(), ids=EXPLANATIONS)
+def test_each_way_keras_words_a_refusal_gets_its_explanation(text, expected):
+    """Keras has worded these errors differently across versions: each wording on its own."""
+    message = model_stage._explain_load_error(Path("m.keras"), ValueError(text))
+    assert message.startswith(f"m.keras {expected}")
+    if "Python code" in expected:
+        assert message.endswith("that safe mode refuses to run; pass --trust-model only if you "
+                                "trust where the file came from")
+    else:
+        assert message.endswith("that reportgen does not have; save the model with built-in "
+                                "Keras layers only")
+
+
+def test_other_load_errors_show_their_first_line_or_type():
+    explain = model_stage._explain_load_error
+    assert explain(Path("m.keras"), ValueError("\n  bad weights\nmore detail")) == \
+        "cannot load m.keras: bad weights"
+    assert explain(Path("m.keras"), KeyError()) == "cannot load m.keras: KeyError"
+    assert explain(Path("m.keras"), OSError("  ")) == "cannot load m.keras: OSError"
+
+
 def test_legacy_hdf5_is_refused_unless_trusted(h5_file, tiny):
     with pytest.raises(UserError) as error:
         model_stage.load(h5_file)
     message = one_line(error)
-    assert "legacy HDF5" in message
-    assert "--trust-model" in message
+    assert message == (f"{h5_file} is a legacy HDF5 model, which Keras loads without safe mode; "
+                       "pass --trust-model only if you trust where the file came from")
     np.testing.assert_allclose(predictions(model_stage.load(h5_file, trust=True)),
                                predictions(tiny[0]), rtol=1e-6)
 
@@ -503,6 +550,55 @@ def test_model_without_sidecar_loads_without_class_names(tiny):
     loaded = model_stage.load_with_sidecar(tiny[1])
     assert loaded.class_names is None
     assert loaded.history is None
+
+
+@pytest.fixture
+def tiny_with_sidecar(tiny, tmp_path) -> Path:
+    """The tiny model saved by reportgen, sidecar and all, with a made-up history (no training)."""
+    history = History.from_keras({"accuracy": [0.5, 0.75], "val_accuracy": [0.25, 0.5],
+                                  "loss": [1.0, 0.5], "val_loss": [1.5, 1.0]}, best_epoch=2,
+                                 validation="the test set (as in the article)")
+    path = tmp_path / "tiny.bin"
+    model_stage.save(tiny[0], history, ("東京", "b", "c"), SHORT, path.with_suffix(".keras"))
+    path.with_suffix(".keras").rename(path)
+    path.with_name("tiny.reportgen.json").rename(model_stage.sidecar_path(path))
+    return path
+
+
+def test_the_sidecar_lies_beside_the_model_and_round_trips(tiny, tiny_with_sidecar):
+    path = tiny_with_sidecar
+    assert model_stage.sidecar_path(path) == path.with_name("tiny.reportgen.json")
+    loaded = model_stage.load_with_sidecar(path)
+    assert loaded.class_names == ("東京", "b", "c")
+    assert loaded.history == History.from_keras(
+        {"accuracy": [0.5, 0.75], "val_accuracy": [0.25, 0.5], "loss": [1.0, 0.5],
+         "val_loss": [1.5, 1.0]}, best_epoch=2, validation="the test set (as in the article)")
+    assert loaded.sidecar == json.loads(model_stage.sidecar_path(path).read_text(encoding="utf-8"))
+    assert loaded.sidecar["format"] == "reportgen-model/1"
+    np.testing.assert_allclose(predictions(loaded.model), predictions(tiny[0]), rtol=1e-6)
+
+
+def test_a_sidecar_without_history_gives_none(tiny_with_sidecar):
+    sidecar = model_stage.sidecar_path(tiny_with_sidecar)
+    data = json.loads(sidecar.read_text(encoding="utf-8"))
+    sidecar.write_text(json.dumps({**data, "history": None}), encoding="utf-8")
+    loaded = model_stage.load_with_sidecar(tiny_with_sidecar)
+    assert loaded.history is None and loaded.class_names == ("東京", "b", "c")
+
+
+@pytest.mark.parametrize("content", [{"format": "another-tool/1", "class_names": ["x"]},
+                                     [{"format": "reportgen-model/1"}], "reportgen-model/1"],
+                         ids=["other format", "a list", "a string"])
+def test_a_json_file_that_is_no_sidecar_of_ours_is_ignored(tiny_with_sidecar, content):
+    model_stage.sidecar_path(tiny_with_sidecar).write_text(json.dumps(content), encoding="utf-8")
+    loaded = model_stage.load_with_sidecar(tiny_with_sidecar)
+    assert (loaded.class_names, loaded.history, loaded.sidecar) == (None, None, None)
+
+
+def test_load_with_sidecar_is_safe_by_default(lambda_file):
+    with pytest.raises(UserError, match="Lambda"):
+        model_stage.load_with_sidecar(lambda_file)
+    assert model_stage.load_with_sidecar(lambda_file, trust=True).class_names is None
 
 
 def test_damaged_sidecar_is_a_user_error(tiny, tmp_path):
