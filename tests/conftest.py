@@ -28,6 +28,20 @@ class BuiltSite:
     log: tuple[str, ...]  # what the build reported, one line each
 
 
+# Under mutation testing (tests/mutation.py), the mutated module's own tests run first, so a
+# mutant they kill costs one test file, not every test that happens to call the module.
+OWN_TESTS = {"site": "test_site_writer.py", "report": "test_render.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if not mutant.startswith("reportgen."):
+        return
+    module = mutant.split(".")[1]
+    own = OWN_TESTS.get(module, f"test_{module}.py")
+    items.sort(key=lambda item: item.path.name != own)  # stable: otherwise in collection order
+
+
 def _refuse(what: str, nodeid: str):
     def refused(*args, **kwargs):
         pytest.fail(f"{nodeid} {what} but is not marked slow; mark it @pytest.mark.slow")

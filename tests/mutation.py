@@ -1,0 +1,127 @@
+"""Mutation testing with mutmut over the modules where a silent bug would hurt most.
+
+    python tests/mutation.py [SCOPE ...]      (or: nox -s mutants -- [SCOPE ...])
+    python tests/mutation.py --report-only    (rewrite tests/mutation.md from the last runs)
+
+Runs mutmut on the named scopes (all of them by default), then rewrites the results
+part of tests/mutation.md from what mutmut recorded in mutants/, for every scope.
+A surviving mutant is either killed by a new test or listed in EQUIVALENT with the
+reason no test can tell it from the original. Not part of .ci/run: it takes hours
+of CPU on a 2-core machine. mutmut's settings are in pyproject.toml ([tool.mutmut]).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "tests" / "mutation.md"
+MUTMUT = str(Path(sys.executable).parent / "mutmut")  # the venv's, whether or not it is on PATH
+BEGIN, END = "<!-- results -->", "<!-- /results -->"
+
+# Scope -> mutmut mutant-name patterns (module.x_function or module.xǁClassǁmethod).
+SCOPES = {
+    "stats": ["reportgen.stats.*"],
+    "metrics": ["reportgen.metrics.*"],
+    "site writer": ["reportgen.site.*"],
+    "model loading": [f"reportgen.model.x_{name}__mutmut_*" for name in
+                      ("_model_format", "_explain_load_error", "load", "_load_renamed",
+                       "read_sidecar", "load_with_sidecar", "sidecar_path")],
+    "image reader": [f"reportgen.data.x_{name}__mutmut_*" for name in
+                     ("check_image", "load_image", "_open_image", "_decode", "_high_depth_to_unit",
+                      "_to_unit_float", "_match_channels", "_reason")],
+    "activation probe": ["reportgen.activations.*"],
+    "render escaping": ["reportgen.render.x_render_site__mutmut_*",
+                        "reportgen.render.x_templates_dir__mutmut_*",
+                        "reportgen.report.x_slugify__mutmut_*"],
+}
+
+# Mutant name -> why no test can tell it from the original.
+EQUIVALENT: dict[str, str] = {
+}
+
+# mutmut's exit codes (mutmut/stats.py).
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests",
+          36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", None: "not run"}
+
+
+def recorded_results() -> dict[str, int | None]:
+    results: dict[str, int | None] = {}
+    for meta in sorted((ROOT / "mutants" / "reportgen").glob("*.py.meta")):
+        results.update(json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"])
+    return results
+
+
+def in_scope(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def diff_of(name: str) -> str:
+    shown = subprocess.run([MUTMUT, "show", name], cwd=ROOT, capture_output=True, text=True).stdout
+    changed = [line for line in shown.splitlines()
+               if re.match(r"^[-+](?![-+]{2})", line) and line[1:].strip()]
+    return " / ".join(line[0] + " " + line[1:].strip() for line in changed)
+
+
+def summary(results: dict[str, int | None]) -> str:
+    rows, survivors = [], []
+    for scope, patterns in SCOPES.items():
+        names = sorted(name for name in results if in_scope(name, patterns))
+        counts = {status: 0 for status in ("killed", "timeout", "survived", "equivalent",
+                                           "no tests", "not run", "other")}
+        for name in names:
+            status = STATUS.get(results[name], "other")
+            if status == "survived":
+                survivors.append((scope, name))
+                status = "equivalent" if name in EQUIVALENT else status
+            counts[status] += 1
+        tested = counts["killed"] + counts["timeout"] + counts["survived"]
+        score = "—" if not tested else f"{(counts['killed'] + counts['timeout']) / tested:.0%}"
+        rows.append(f"| {scope} | {len(names)} | " + " | ".join(str(n) for n in counts.values())
+                    + f" | {score} |")
+    lines = ["| scope | mutants | killed | timeout | survived | equivalent | no tests | not run | "
+             "other | killed of non-equivalent |", "|---" * 11 + "|", *rows, ""]
+    if survivors:
+        lines += ["Surviving mutants:", "", "| scope | mutant | change | equivalent because |",
+                  "|---|---|---|---|"]
+        for scope, name in survivors:
+            reason = EQUIVALENT.get(name, "**not equivalent: needs a test**")
+            change = diff_of(name).replace("|", "\\|")
+            lines.append(f"| {scope} | `{name}` | `{change}` | {reason} |")
+        lines.append("")
+    lines.append(f"mutmut {version('mutmut')}; a timeout counts as killed (the mutant made the "
+                 "tests hang).")
+    return "\n".join(lines)
+
+
+def write_results(text: str) -> None:
+    page = RESULTS.read_text(encoding="utf-8")
+    start, end = page.index(BEGIN) + len(BEGIN), page.index(END)
+    RESULTS.write_text(page[:start] + "\n" + text + "\n" + page[end:], encoding="utf-8")
+
+
+def main(scopes: list[str]) -> int:
+    if scopes[:1] == ["--report-only"]:  # rewrite tests/mutation.md from mutants/, run nothing
+        write_results(summary(recorded_results()))
+        return 0
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        print(f"unknown scope(s) {unknown}; choose from {sorted(SCOPES)}", file=sys.stderr)
+        return 2
+    patterns = [p for scope in scopes or SCOPES for p in SCOPES[scope]]
+    children = os.environ.get("MUTMUT_CHILDREN", str(os.cpu_count() or 2))
+    run = subprocess.run([MUTMUT, "run", "--max-children", children, *patterns], cwd=ROOT)
+    write_results(summary(recorded_results()))
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return run.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
