@@ -286,6 +286,73 @@ def test_differences_reports_what_differs():
     assert stats.differences(stats) == []
 
 
+def test_differences_name_each_field_and_its_values():
+    feature_maps, labels, paths = make_layer(seed=13, n_images=12)
+    stats = accumulate(feature_maps, labels, paths).result()
+    channel = stats.channels[4]
+
+    def lines(**changes) -> list[str]:
+        changed = dataclasses.replace(channel, **changes)
+        return stats.differences(dataclasses.replace(stats, channels=(
+            *stats.channels[:4], changed, *stats.channels[5:])))
+
+    means = channel.class_means
+    assert lines(max=channel.max + 1, mean=channel.mean * 2) == [
+        f"channel 4: max {channel.max!r} != {channel.max + 1!r}",
+        f"channel 4: mean ({channel.mean},) != ({channel.mean * 2},)"]
+    # 1e-10 apart: math.isclose's own default (1e-9) would call this equal.
+    assert lines(mean=channel.mean * (1 + 1e-10)) == [
+        f"channel 4: mean ({channel.mean},) != ({channel.mean * (1 + 1e-10)},)"]
+    assert lines(class_means=(means[0] + 0.5, *means[1:])) == [
+        f"channel 4: class_means {means} != {(means[0] + 0.5, *means[1:])}"]
+    assert math.isnan(means[1])  # class 1 has no images
+    assert lines(class_means=(means[0], 1.0, *means[2:])) == [
+        f"channel 4: class_means {means} != {(means[0], 1.0, *means[2:])}"]
+    assert lines(selectivity=channel.selectivity + 1) == [
+        f"channel 4: selectivity ({channel.selectivity},) != ({channel.selectivity + 1},)"]
+    assert lines(top=channel.top[::-1]) == [
+        f"channel 4: top {[t.path for t in channel.top]} != {[t.path for t in channel.top[::-1]]} "
+        "(or their labels, scores or maps differ)"]
+
+
+def test_selectivity_near_zero_is_compared_with_an_absolute_tolerance():
+    """Selectivity can be a tiny difference of means: within 1e-12 per class it agrees."""
+    labels = np.array([0, 1, 2, 3, 4] * 2)
+    feature_maps = np.zeros((10, 1, 1, 1), np.float32)
+    paths = [f"img{i}.png" for i in range(10)]
+    stats = accumulate(feature_maps, labels, paths).result()
+    assert stats.channels[0].selectivity == 0.0
+
+    def with_selectivity(value: float) -> LayerStats:
+        return dataclasses.replace(stats, channels=(
+            dataclasses.replace(stats.channels[0], selectivity=value),))
+
+    assert with_selectivity(0.0).differences(with_selectivity(4e-12)) == []  # within 5 x 1e-12
+    assert with_selectivity(0.0).differences(with_selectivity(6e-12)) != []
+
+
+def test_top_images_are_equal_only_with_equal_maps_of_equal_type():
+    feature_maps, labels, paths = make_layer(seed=17, n_images=12)
+    top = accumulate(feature_maps, labels, paths).result().channels[4].top[0]
+    assert top == dataclasses.replace(top, feature_map=top.feature_map.copy())
+    assert top != dataclasses.replace(top, feature_map=top.feature_map + 1)
+    assert top != dataclasses.replace(top, feature_map=top.feature_map.astype(np.float64))
+    assert top != dataclasses.replace(top, path="other.png")
+
+
+def test_a_merge_keeps_checking_the_map_size():
+    feature_maps, labels, paths = make_layer(seed=18, n_images=6)
+    empty = LayerStatsAccumulator(feature_maps.shape[3], N_CLASSES)
+    full = accumulate(feature_maps, labels, paths)
+    for merged in (full.merge(empty), empty.merge(full)):
+        with pytest.raises(ValueError, match=r"feature maps are \(2, 3\) but earlier batches were "
+                                             r"\(4, 3\)"):
+            merged.update(feature_maps[:, :2], labels, [f"more/{path}" for path in paths])
+    other_size = accumulate(feature_maps[:, :2], labels, [f"more/{path}" for path in paths])
+    with pytest.raises(ValueError, match=r"^cannot merge \(4, 3\) maps with \(2, 3\) maps$"):
+        full.merge(other_size)
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda fm, lb, pt: (fm[..., :3], lb, pt), "must be"),
     (lambda fm, lb, pt: (fm, lb + N_CLASSES, pt), "labels must lie"),
