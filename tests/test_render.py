@@ -15,6 +15,7 @@ from tiny_report import tiny_report
 
 from reportgen import layout
 from reportgen.render import _pager, integer_scale, render_site
+from reportgen.report import slugify
 
 GOLD = Path(__file__).parent / "gold"
 GOLD_FAILED = Path(__file__).parent / "gold-failed"
@@ -47,7 +48,13 @@ def parse(html: bytes) -> LinkParser:
     return parser
 
 
-@pytest.fixture(scope="module")
+def _once_per_module_unless_mutating(fixture_name, config) -> str:
+    # mutmut credits a function only to the test that first ran it: under mutation testing
+    # every test renders for itself, so every test that reads the site runs for each mutant.
+    return "function" if os.environ.get("MUTANT_UNDER_TEST") else "module"
+
+
+@pytest.fixture(scope=_once_per_module_unless_mutating)
 def site() -> dict[str, bytes]:
     return dict(render_site(tiny_report()))
 
@@ -163,6 +170,25 @@ def test_report_json_matches_the_model():
     assert data["history"]["best_epoch"] == 2
     assert data["data"]["skipped"] == [{"path": "test_set/circles/broken.png",
                                         "reason": "truncated image data"}]
+
+
+def test_every_page_has_its_own_title(site):
+    def title(page: str) -> str:
+        return re.search(r"<title>(.*?)</title>", site[page].decode()).group(1)
+
+    assert title("404.html") == "Not found · tiny on fixtures"
+    assert title(layout.cell_page(slugify("circles"), slugify("squares"))) == \
+        "circles → squares · tiny on fixtures"
+    assert title(layout.class_page(slugify("triangles"))) == "triangles · tiny on fixtures"
+
+
+def test_report_json_is_strict_json(monkeypatch):
+    """A NaN that slipped into the report fails the render instead of writing invalid JSON."""
+    import reportgen.render
+
+    monkeypatch.setattr(reportgen.render, "report_json", lambda report: {"selectivity": float("nan")})
+    with pytest.raises(ValueError, match="JSON compliant"):
+        dict(render_site(tiny_report()))
 
 
 def test_no_history_says_so():

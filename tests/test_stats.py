@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -380,8 +382,79 @@ def test_an_image_added_twice_is_refused():
         first.merge(accumulate(feature_maps, labels, paths))
 
 
+def test_the_repeated_image_is_named():
+    maps = np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1)
+    labels = np.zeros(5, np.int64)
+    first = accumulate(maps[:3], labels[:3], ["a.png", "c.png", "e.png"], n_classes=1)
+    second = accumulate(maps[3:], labels[3:], ["d.png", "c.png"], n_classes=1)
+    with pytest.raises(ValueError, match=r"^image 'c.png' was added more than once$"):
+        first.merge(second)
+
+
+def test_selectivity_is_zero_where_the_class_means_average_zero():
+    """Class means of -1 and +1 (maps need not be ReLU outputs) average to 0: no division."""
+    labels = np.array([0, 1] * 4)
+    feature_maps = np.where(labels == 0, -1.0, 1.0).astype(np.float32).reshape(8, 1, 1, 1)
+    feature_maps = np.repeat(feature_maps, 9, axis=3)
+    stats = accumulate(feature_maps, labels, [f"img{i}.png" for i in range(8)], n_classes=2).result()
+    assert [channel.selectivity for channel in stats.channels] == [0.0] * 9
+
+
+def test_paths_labels_and_maps_come_back_as_plain_types():
+    feature_maps, labels, paths = make_layer(seed=19, n_images=8)
+    stats = accumulate(feature_maps.astype(np.float64), labels, paths).result()
+    for channel in stats.channels:
+        for top in channel.top:
+            assert type(top.path) is str and type(top.label) is int and type(top.score) is float
+            assert top.feature_map.dtype == np.float32
+
+
+@pytest.mark.parametrize(("shape", "message"), [
+    ((2, 0, 3, 7), "feature maps have no positions: (2, 0, 3, 7)"),
+    ((2, 3, 0, 7), "feature maps have no positions: (2, 3, 0, 7)"),
+])
+def test_maps_without_positions_are_refused(shape, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        LayerStatsAccumulator(7, N_CLASSES).update(np.zeros(shape, np.float32), np.zeros(2, np.int64),
+                                                   ["a.png", "b.png"])
+
+
+def test_labels_of_the_wrong_length_are_refused():
+    feature_maps, labels, paths = make_layer(seed=20, n_images=5)
+    with pytest.raises(ValueError, match=r"^5 maps, \(4,\) labels and 5 paths do not match$"):
+        LayerStatsAccumulator(7, N_CLASSES).update(feature_maps, labels[:4], paths)
+
+
+@pytest.mark.parametrize(("labels", "paths", "message"), [
+    ([0, 5], ["a.png", "b.png"], "labels must lie in 0..4"),
+    ([-1, 0], ["a.png", "b.png"], "labels must lie in 0..4"),
+    ([0.0, 1.0], ["a.png", "b.png"], "labels must be integers, got float64"),
+    ([0, 1], ["a.png", Path("b.png")], "paths must be str"),
+    ([0, 1], ["a.png", "a.png"], "a batch holds the same image path twice"),
+], ids=["label = classes", "label -1", "float labels", "a Path", "same path"])
+def test_bad_labels_and_paths_are_refused_by_name(labels, paths, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        LayerStatsAccumulator(7, N_CLASSES).update(np.ones((2, 2, 2, 7), np.float32),
+                                                   np.array(labels), paths)
+
+
+@pytest.mark.parametrize("sizes", [(0, 2, 9), (3, 0, 9), (3, 2, 0)],
+                         ids=["no channels", "no classes", "top 0"])
+def test_an_accumulator_needs_a_channel_a_class_and_a_top_image(sizes):
+    with pytest.raises(ValueError, match="^n_channels, n_classes and top_k must all be at least 1$"):
+        LayerStatsAccumulator(*sizes)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_non_finite_maps_are_refused(bad):
+    feature_maps, labels, paths = make_layer(seed=21, n_images=4)
+    feature_maps[2, 1, 1, 5] = bad  # one value: -inf leaves every maximum finite
+    with pytest.raises(ValueError, match="^feature maps contain NaN or infinity$"):
+        LayerStatsAccumulator(7, N_CLASSES).update(feature_maps, labels, paths)
+
+
 def test_mismatched_accumulators_and_empty_results_are_refused():
     with pytest.raises(ValueError, match="cannot merge"):
         LayerStatsAccumulator(3, 2).merge(LayerStatsAccumulator(4, 2))
-    with pytest.raises(ValueError, match="no images"):
+    with pytest.raises(ValueError, match="^no images have been added, so there are no statistics$"):
         LayerStatsAccumulator(3, 2).result()
