@@ -5,9 +5,10 @@
 
 Runs mutmut on the named scopes (all of them by default), then rewrites the results
 part of tests/mutation.md from what mutmut recorded in mutants/, for every scope.
-A surviving mutant is either killed by a new test or listed in EQUIVALENT with the
-reason no test can tell it from the original. Not part of .ci/run: it takes hours
-of CPU on a 2-core machine. mutmut's settings are in pyproject.toml ([tool.mutmut]).
+A surviving mutant is either killed by a new test, or listed in EQUIVALENT with the
+reason no test can tell it from the original, or in OPEN with why it is left alive.
+Not part of .ci/run: it takes hours of CPU on a 2-core machine.
+mutmut's settings are in pyproject.toml ([tool.mutmut]).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ DEFAULT_FLOAT64 = "float64 is numpy's default dtype"
 COUNTS_AS_FLOAT = ("image counts held as float64 stay exact (below 2**53) and divide and compare to 0 "
                    "as integers do")
 MAX_AS_FLOAT64 = "the maximum of float32 values is the same number held as float64"
+RESAMPLING = ("Pillow's default filter (bicubic) instead of bilinear: the README promises images "
+              "are resized to the model's input, not with which filter, so no test pins it")
+WHEEL_ONLY = ("the templates inside the package exist only in an installed wheel; the tests run from "
+              "a checkout (pip install -e), which uses the top-level templates/")
 STRICT_ZIP = "the lengths were compared just before, so zip's strict= can never fire"
 EQUIVALENT: dict[str, str] = {
     "reportgen.site.xǁSiteWriterǁ__enter____mutmut_11": RANDOM_SUFFIX,
@@ -101,6 +106,9 @@ EQUIVALENT: dict[str, str] = {
     "reportgen.render.x_render_site__mutmut_134": JSON_LAYOUT,
     "reportgen.render.x_render_site__mutmut_138": JSON_LAYOUT,
     "reportgen.render.x_render_site__mutmut_131": JSON_ESCAPES,
+    "reportgen.render.x_render_site__mutmut_135": JSON_ESCAPES,
+    "reportgen.render.x_render_site__mutmut_132": (
+        "json.dumps tests `if not allow_nan`: None is as strict as False"),
     "reportgen.render.x_render_site__mutmut_139": JSON_ESCAPES,
     "reportgen.data.x__high_depth_to_unit__mutmut_2": (
         "float64 values become the same 'F' image; _to_unit_float reads it as float32 again"),
@@ -119,6 +127,18 @@ EQUIVALENT: dict[str, str] = {
         "numpy versions that flatten it"),
     "reportgen.stats.xǁLayerStatsAccumulatorǁ_check_batch__mutmut_10": (
         "shape[3] was already checked to be the channel count, at least 1, so it is never 0"),
+}
+
+# Mutant name -> why it survives although it is not equivalent (a known gap, left open).
+OPEN: dict[str, str] = {
+    "reportgen.data.x_load_image__mutmut_8": RESAMPLING,
+    "reportgen.data.x_load_image__mutmut_10": RESAMPLING,
+    "reportgen.data.x__decode__mutmut_13": (
+        "Pillow's convert() without a mode keeps LA and RGBA, which every test image with "
+        "transparency is; only a palette or 1-bit image with transparency would tell"),
+    "reportgen.render.x_templates_dir__mutmut_4": WHEEL_ONLY,
+    "reportgen.render.x_templates_dir__mutmut_5": WHEEL_ONLY,
+    "reportgen.render.x_templates_dir__mutmut_6": WHEEL_ONLY,
 }
 
 # mutmut's exit codes (mutmut/stats.py).
@@ -161,12 +181,13 @@ def summary(results: dict[str, int | None]) -> str:
         rows.append(f"| {scope} | {len(names)} | " + " | ".join(str(n) for n in counts.values())
                     + f" | {score} |")
     lines = ["| scope | mutants | killed | timeout | survived | equivalent | no tests | not run | "
-             "other | killed of non-equivalent |", "|---" * 11 + "|", *rows, ""]
+             "other | killed of non-equivalent |", "|---" * 10 + "|", *rows, ""]
     if survivors:
         lines += ["Surviving mutants:", "", "| scope | mutant | change | equivalent because |",
                   "|---|---|---|---|"]
         for scope, name in survivors:
-            reason = EQUIVALENT.get(name, "**not equivalent: needs a test**")
+            reason = EQUIVALENT.get(name) or (f"**not equivalent**: {OPEN[name]}" if name in OPEN
+                                              else "**not equivalent: needs a test**")
             change = diff_of(name).replace("|", "\\|")
             lines.append(f"| {scope} | `{name}` | `{change}` | {reason} |")
         lines.append("")
