@@ -183,7 +183,7 @@ def summary(results: dict[str, int | None]) -> str:
     lines = ["| scope | mutants | killed | timeout | survived | equivalent | no tests | not run | "
              "other | killed of non-equivalent |", "|---" * 10 + "|", *rows, ""]
     if survivors:
-        lines += ["Surviving mutants:", "", "| scope | mutant | change | equivalent because |",
+        lines += ["Surviving mutants:", "", "| scope | mutant | change | why it survives |",
                   "|---|---|---|---|"]
         for scope, name in survivors:
             reason = EQUIVALENT.get(name) or (f"**not equivalent**: {OPEN[name]}" if name in OPEN
