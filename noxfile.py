@@ -56,3 +56,10 @@ def bench(session: nox.Session) -> None:
     """Measure drawing and build speed; writes benchmarks/results.md."""
     session.install("-e", ".[test]")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """Mutation testing with mutmut (hours of CPU); writes tests/mutation.md. Not run by CI."""
+    session.install("-e", ".[test,mutation]")
+    session.run("python", "tests/mutation.py", *session.posargs)

@@ -114,9 +114,23 @@ class SiteWriter:
         return self
 
     def _clean_leftovers(self, parent: Path) -> None:
-        """Temporary folders left by a build that was killed outright (SIGKILL, power loss)."""
-        for prefix in (TEMP_PREFIX, OLD_PREFIX):
-            for folder in parent.glob(f"{prefix}{self.target.name}-*"):
+        """Folders left by a build that was killed outright (SIGKILL, power loss) or whose swap failed.
+
+        A moved-aside old site is the only copy of the previous site while the target is
+        missing: it is put back, never deleted. Only beside a site of ours is it a stale copy.
+        """
+        for folder in parent.glob(f"{TEMP_PREFIX}{self.target.name}-*"):
+            _remove_ours(folder)
+        old_sites = [folder for folder in parent.glob(f"{OLD_PREFIX}{self.target.name}-*")
+                     if folder.is_dir() and (folder / MARKER).is_file()]
+        if not old_sites:
+            return
+        if not self.target.exists():
+            # The newest: its marker was written when that site's build began.
+            newest = max(old_sites, key=lambda folder: (folder / MARKER).stat().st_mtime_ns)
+            newest.rename(self.target)
+        elif (self.target / MARKER).is_file():
+            for folder in old_sites:
                 _remove_ours(folder)
 
     def write(self, relative_path: str, data: bytes) -> None:
@@ -171,9 +185,19 @@ class SiteWriter:
                 self.target.rename(old)
             self.temp.rename(self.target)
         except OSError as error:
-            if old is not None and not self.target.exists():
-                old.rename(self.target)
             self._abort()
+            if old is not None and not self.target.exists():
+                self._roll_back(old, error)
             raise UserError(self._explain(error)) from None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+    def _roll_back(self, old: Path, error: OSError) -> None:
+        """Put the previous site back; if even that fails, say where it is (the next build restores it)."""
+        try:
+            old.rename(self.target)
+        except OSError:
+            raise UserError(f"cannot move the new site into {self.target} "
+                            f"({error.strerror or error}) nor the previous site back: it is in "
+                            f"{old}, and the next build into {self.target} puts it back first"
+                            ) from None

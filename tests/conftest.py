@@ -6,7 +6,9 @@ site work on a copy of it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,59 @@ class BuiltSite:
     model: Path  # the trained model the build cached (with its sidecar)
     options: object  # the reportgen.build.BuildOptions it was built with
     log: tuple[str, ...]  # what the build reported, one line each
+
+
+# Under mutation testing (tests/mutation.py), the mutated module's own tests run first, so a
+# mutant they kill costs one test file, not every test that happens to call the module.
+OWN_TESTS = {"site": "test_site_writer.py", "report": "test_render.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if not mutant.startswith("reportgen."):
+        return
+    module = mutant.split(".")[1]
+    own = OWN_TESTS.get(module, f"test_{module}.py")
+    items.sort(key=lambda item: item.path.name != own)  # stable: otherwise in collection order
+
+
+def _refuse(what: str, nodeid: str):
+    def refused(*args, **kwargs):
+        pytest.fail(f"{nodeid} {what} but is not marked slow; mark it @pytest.mark.slow")
+    return refused
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    with _fast_tests_stay_fast(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    with _fast_tests_stay_fast(item):
+        return (yield)
+
+
+@contextlib.contextmanager
+def _fast_tests_stay_fast(item) -> Iterator[None]:
+    """A test not marked slow (fixtures included) may neither train a network nor build a site.
+
+    `pytest -m "not slow"` must stay a quick loop. Builds in a subprocess are out of sight
+    here: those tests are marked by hand.
+    """
+    if item.get_closest_marker("slow"):
+        yield
+        return
+    import reportgen.build
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reportgen.build, "statistics_pass",
+                      _refuse("builds a real site", item.nodeid))
+        if "keras" in sys.modules:  # nothing can train before Keras is imported
+            patch.setattr(sys.modules["keras"].Model, "fit",
+                          _refuse("trains a network", item.nodeid))
+        yield
 
 
 @pytest.fixture(scope="session")

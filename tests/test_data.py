@@ -590,3 +590,34 @@ def test_any_bytes_either_load_or_get_a_reason(tmp_path, content):
         assert pixels.shape == (8, 8, 3) and 0.0 <= pixels.min() <= pixels.max() <= 255.0
     else:
         assert isinstance(reason, str) and reason and "\n" not in reason
+
+
+REASONS = {
+    "bomb": (Image.DecompressionBombError("huge"),
+             "image too large (Pillow refuses it as a possible decompression bomb)"),
+    "unknown format": (data.UnidentifiedImageError("cannot identify image file"),
+                       "not a PNG, JPEG, BMP, GIF, WEBP, TIFF, HEIF, AVIF image Pillow can read"),
+    "missing": (FileNotFoundError(2, "No such file"), "file not found"),
+    "permission": (PermissionError(13, "Permission denied"), "permission denied"),
+    "end of file": (EOFError(), "truncated image data"),
+    "truncated": (OSError("image file is Truncated (3 bytes not processed)"), "truncated image data"),
+    "first line": (ValueError("bad tile\nmore"), "damaged image data (bad tile)"),
+    "long": (ValueError("x" * 100), f"damaged image data ({'x' * 80})"),
+    "no message": (KeyError(), "damaged image data (KeyError)"),
+}
+
+
+@pytest.mark.parametrize(("error", "reason"), REASONS.values(), ids=REASONS)
+def test_each_decoding_error_gets_its_one_sentence(error, reason):
+    assert data._reason(error) == reason
+
+
+@pytest.mark.parametrize("mode", ["L", "LA"])
+def test_grey_images_reach_a_grey_model_exactly(tmp_path, mode):
+    """Every grey level exactly, untouched by a detour through RGB and back."""
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    image = Image.fromarray(levels).convert(mode)
+    image.save(tmp_path / "grey.png")
+    loaded = data.load_image(tmp_path / "grey.png", data.InputSpec(16, 16, 1))
+    np.testing.assert_array_equal(loaded, levels.astype(np.float32)[..., np.newaxis],
+                                  strict=True)

@@ -17,6 +17,7 @@ def read_report(site) -> dict:
     return json.loads((site / "report.json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 def test_every_image_has_its_overlays_and_the_pages_exist(small_site):
     report = read_report(small_site)
     assert report["explanations"]["cam_layer"] == "block3_conv2"
@@ -33,6 +34,7 @@ def test_every_image_has_its_overlays_and_the_pages_exist(small_site):
     assert 'class="reliability"' in results and 'href="labels.html"' in results
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_the_crawl_follows_the_embedding_map_links(small_site, chromium, tmp_path):
     """A control for the site crawl: a broken point of the inline SVG is reported."""
@@ -64,6 +66,7 @@ def test_no_explain_skips_all_of_it(small_build, tmp_path):
     assert 'class="cam"' not in (out / "results.html").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_an_unknown_cam_layer_is_one_clear_error(small_build, tmp_path):
     from click.testing import CliRunner
 

@@ -62,6 +62,7 @@ def foreign(tmp_path_factory):
     return root, x_test, y_test, model
 
 
+@pytest.mark.slow
 def test_report_numbers_match_an_independent_computation(foreign):
     from click.testing import CliRunner
 
@@ -108,6 +109,7 @@ def test_report_numbers_match_an_independent_computation(foreign):
         assert [t["path"] for t in channel["top_images"]] == [test_paths[i] for i in expected]
 
 
+@pytest.mark.slow
 def test_explanations_match_independent_computations(foreign):
     """Every image's Grad-CAM against a one-image tape on the model, the ECE and the PCA."""
     import tensorflow as tf

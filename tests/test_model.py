@@ -107,6 +107,7 @@ def run_held_out(dataset) -> Run:
     return train_recording(dataset, replace(SHORT, validation_split=0.25))
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_weights_and_history(run, run_again):
     weights, weights_again = run.model.get_weights(), run_again.model.get_weights()
     assert len(weights) == len(weights_again) == 16  # kernel and bias of 6 Conv2D, 2 Dense
@@ -116,6 +117,7 @@ def test_same_seed_gives_the_same_weights_and_history(run, run_again):
     assert run.report_lines == run_again.report_lines
 
 
+@pytest.mark.slow
 def test_other_seed_gives_other_weights(run, cli_trained):
     # The CLI run differs from `run` in its seed only.
     other_seed = model_stage.load(cli_trained.model_path)
@@ -123,6 +125,7 @@ def test_other_seed_gives_other_weights(run, cli_trained):
     assert not any(np.array_equal(array, other) for array, other in pairs)
 
 
+@pytest.mark.slow
 def test_one_report_line_per_epoch(run):
     assert len(run.report_lines) == SHORT.epochs
     for epoch, line in enumerate(run.report_lines, start=1):
@@ -133,6 +136,7 @@ def test_one_report_line_per_epoch(run):
     assert marked[-1] == run.history.best_epoch
 
 
+@pytest.mark.slow
 def test_history_has_one_value_per_epoch(run):
     history = run.history
     assert history.epochs == SHORT.epochs
@@ -141,12 +145,14 @@ def test_history_has_one_value_per_epoch(run):
         assert all(np.isfinite(series))
 
 
+@pytest.mark.slow
 def test_best_epoch_is_the_first_with_the_highest_val_accuracy(run, run_held_out, cli_trained):
     other_seed = model_stage.load_with_sidecar(cli_trained.model_path).history
     for history in (run.history, run_held_out.history, other_seed):
         assert history.best_epoch == 1 + int(np.argmax(history.val_accuracy))  # argmax: first max
 
 
+@pytest.mark.slow
 def test_returned_model_has_the_best_epochs_weights(run):
     history = run.history
     # Otherwise the final weights would pass without any restoring.
@@ -158,6 +164,7 @@ def test_returned_model_has_the_best_epochs_weights(run):
     assert loss != pytest.approx(history.val_loss[-1], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_default_validates_on_the_test_set(run, dataset):
     assert "test set" in run.history.validation
     spec = model_stage.input_spec(run.model)
@@ -168,6 +175,7 @@ def test_default_validates_on_the_test_set(run, dataset):
     assert run.fed_images == image_keys(train_images / np.float32(255))
 
 
+@pytest.mark.slow
 def test_validation_split_holds_out_part_of_the_training_set(run_held_out, dataset):
     assert "25% of the training set" in run_held_out.history.validation
     train_images, _ = load_split(dataset.train, model_stage.input_spec(run_held_out.model))
@@ -199,6 +207,7 @@ ARTICLE_LAYERS = [
 ]
 
 
+@pytest.mark.slow
 def test_architecture_is_the_articles_layer_for_layer(run):
     model = run.model
     assert [type(layer).__name__ for layer in model.layers] == [name for name, _ in ARTICLE_LAYERS]
@@ -232,6 +241,7 @@ def saved(run, dataset, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_save_writes_the_model_and_its_sidecar(saved, run):
     assert zipfile.is_zipfile(saved)
     sidecar_path = saved.with_name("shapes.reportgen.json")
@@ -251,6 +261,7 @@ def test_save_writes_the_model_and_its_sidecar(saved, run):
     assert History.from_json(sidecar["history"]) == run.history
 
 
+@pytest.mark.slow
 def test_load_with_sidecar_round_trips_predictions_and_history(saved, run):
     loaded = model_stage.load_with_sidecar(saved)
     assert loaded.class_names == CLASS_NAMES
@@ -260,6 +271,7 @@ def test_load_with_sidecar_round_trips_predictions_and_history(saved, run):
                                expected, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_history_from_a_real_csvlogger(run, tmp_path):
     # Keras's own CSVLogger, fed the logs of the recorded run.
     path = tmp_path / "log.csv"
@@ -274,6 +286,7 @@ def test_history_from_a_real_csvlogger(run, tmp_path):
     assert replace(history, validation=run.history.validation) == run.history
 
 
+@pytest.mark.slow
 def test_history_from_a_csvlogger_without_validation(run, tmp_path):
     path = tmp_path / "log.csv"
     logger = keras.callbacks.CSVLogger(str(path))
@@ -369,7 +382,8 @@ def _zip_without_config(folder: Path, real: Path) -> Path:
 UNLOADABLE = {
     "missing file": (lambda folder, real: folder / "absent.keras", "does not exist"),
     "folder": (_plain_folder, "is a folder, not a model file"),
-    "SavedModel folder": (_saved_model_folder, "is a TensorFlow SavedModel folder"),
+    "SavedModel folder": (_saved_model_folder, "is a TensorFlow SavedModel folder; Keras 3 cannot "
+                          "load it as a model: save it as a .keras file with model.save('model.keras')"),
     "random bytes": (_random_bytes, "is not a Keras model file"),
     "truncated .keras": (_truncated, "truncated or damaged"),
     "zip that is no model": (_zip_without_config, "cannot load"),
@@ -394,12 +408,58 @@ def test_format_comes_from_the_bytes_not_the_name(tiny, tmp_path):
     np.testing.assert_allclose(predictions(model_stage.load(renamed)), predictions(model), rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["compiled.keras", "compiled.bin"])
+def test_models_load_uncompiled_whatever_their_name(tmp_path, name):
+    """compile=False: reportgen only predicts, and a compiled model's optimizer state need not load."""
+    model = fixture_models.sequential_with_input()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    path = tmp_path / name
+    model.save(path.with_suffix(".keras"))
+    path.with_suffix(".keras").rename(path)
+    loaded = model_stage.load(path)
+    assert loaded.compiled is False
+    np.testing.assert_allclose(predictions(loaded), predictions(model), rtol=1e-6)
+
+
+EXPLANATIONS = {
+    "Lambda": ("Refusing to load the `Lambda` layer 'double'.",
+               "contains Python code (a Lambda layer or similar)"),
+    "unsafe": ("Requested the deserialization of UNSAFE code.",
+               "contains Python code (a Lambda layer or similar)"),
+    "safe_mode": ("pass safe_mode=False to load this", "contains Python code (a Lambda layer or similar)"),
+    "Could not locate": ("Could not locate class 'Doubler'.", "needs custom Python classes"),
+    "custom_objects": ("Make sure custom classes are in custom_objects.", "needs custom Python classes"),
+    "Unknown layer": ("Unknown layer: 'Doubler'.", "needs custom Python classes"),
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), EXPLANATIONS.values(), ids=EXPLANATIONS)
+def test_each_way_keras_words_a_refusal_gets_its_explanation(text, expected):
+    """Keras has worded these errors differently across versions: each wording on its own."""
+    message = model_stage._explain_load_error(Path("m.keras"), ValueError(text))
+    assert message.startswith(f"m.keras {expected}")
+    if "Python code" in expected:
+        assert message.endswith("that safe mode refuses to run; pass --trust-model only if you "
+                                "trust where the file came from")
+    else:
+        assert message.endswith("that reportgen does not have; save the model with built-in "
+                                "Keras layers only")
+
+
+def test_other_load_errors_show_their_first_line_or_type():
+    explain = model_stage._explain_load_error
+    assert explain(Path("m.keras"), ValueError("\n  bad weights\nmore detail")) == \
+        "cannot load m.keras: bad weights"
+    assert explain(Path("m.keras"), KeyError()) == "cannot load m.keras: KeyError"
+    assert explain(Path("m.keras"), OSError("  ")) == "cannot load m.keras: OSError"
+
+
 def test_legacy_hdf5_is_refused_unless_trusted(h5_file, tiny):
     with pytest.raises(UserError) as error:
         model_stage.load(h5_file)
     message = one_line(error)
-    assert "legacy HDF5" in message
-    assert "--trust-model" in message
+    assert message == (f"{h5_file} is a legacy HDF5 model, which Keras loads without safe mode; "
+                       "pass --trust-model only if you trust where the file came from")
     np.testing.assert_allclose(predictions(model_stage.load(h5_file, trust=True)),
                                predictions(tiny[0]), rtol=1e-6)
 
@@ -419,6 +479,18 @@ def test_lambda_layer_is_refused_in_safe_mode(lambda_file):
     message = one_line(error)
     assert "Lambda" in message
     assert "--trust-model" in message
+
+
+def test_lambda_layer_under_another_name_is_refused_too(lambda_file, tmp_path):
+    renamed = tmp_path / "model.bin"  # Keras picks its loader by the name: the renamed path
+    shutil.copy(lambda_file, renamed)
+    with pytest.raises(UserError) as error:
+        model_stage.load(renamed)
+    message = one_line(error)
+    assert "Lambda" in message and str(renamed) in message
+    model = model_stage.load(renamed, trust=True)
+    image = np.ones((1, 8, 8, 3), np.float32)
+    np.testing.assert_allclose(np.asarray(model.get_layer("double")(image)), 2 * image)
 
 
 def test_trusted_lambda_load_leaves_safe_mode_on(lambda_file, monkeypatch):
@@ -482,6 +554,55 @@ def test_model_without_sidecar_loads_without_class_names(tiny):
     assert loaded.history is None
 
 
+@pytest.fixture
+def tiny_with_sidecar(tiny, tmp_path) -> Path:
+    """The tiny model saved by reportgen, sidecar and all, with a made-up history (no training)."""
+    history = History.from_keras({"accuracy": [0.5, 0.75], "val_accuracy": [0.25, 0.5],
+                                  "loss": [1.0, 0.5], "val_loss": [1.5, 1.0]}, best_epoch=2,
+                                 validation="the test set (as in the article)")
+    path = tmp_path / "tiny.bin"
+    model_stage.save(tiny[0], history, ("東京", "b", "c"), SHORT, path.with_suffix(".keras"))
+    path.with_suffix(".keras").rename(path)
+    path.with_name("tiny.reportgen.json").rename(model_stage.sidecar_path(path))
+    return path
+
+
+def test_the_sidecar_lies_beside_the_model_and_round_trips(tiny, tiny_with_sidecar):
+    path = tiny_with_sidecar
+    assert model_stage.sidecar_path(path) == path.with_name("tiny.reportgen.json")
+    loaded = model_stage.load_with_sidecar(path)
+    assert loaded.class_names == ("東京", "b", "c")
+    assert loaded.history == History.from_keras(
+        {"accuracy": [0.5, 0.75], "val_accuracy": [0.25, 0.5], "loss": [1.0, 0.5],
+         "val_loss": [1.5, 1.0]}, best_epoch=2, validation="the test set (as in the article)")
+    assert loaded.sidecar == json.loads(model_stage.sidecar_path(path).read_text(encoding="utf-8"))
+    assert loaded.sidecar["format"] == "reportgen-model/1"
+    np.testing.assert_allclose(predictions(loaded.model), predictions(tiny[0]), rtol=1e-6)
+
+
+def test_a_sidecar_without_history_gives_none(tiny_with_sidecar):
+    sidecar = model_stage.sidecar_path(tiny_with_sidecar)
+    data = json.loads(sidecar.read_text(encoding="utf-8"))
+    sidecar.write_text(json.dumps({**data, "history": None}), encoding="utf-8")
+    loaded = model_stage.load_with_sidecar(tiny_with_sidecar)
+    assert loaded.history is None and loaded.class_names == ("東京", "b", "c")
+
+
+@pytest.mark.parametrize("content", [{"format": "another-tool/1", "class_names": ["x"]},
+                                     [{"format": "reportgen-model/1"}], "reportgen-model/1"],
+                         ids=["other format", "a list", "a string"])
+def test_a_json_file_that_is_no_sidecar_of_ours_is_ignored(tiny_with_sidecar, content):
+    model_stage.sidecar_path(tiny_with_sidecar).write_text(json.dumps(content), encoding="utf-8")
+    loaded = model_stage.load_with_sidecar(tiny_with_sidecar)
+    assert (loaded.class_names, loaded.history, loaded.sidecar) == (None, None, None)
+
+
+def test_load_with_sidecar_is_safe_by_default(lambda_file):
+    with pytest.raises(UserError, match="Lambda"):
+        model_stage.load_with_sidecar(lambda_file)
+    assert model_stage.load_with_sidecar(lambda_file, trust=True).class_names is None
+
+
 def test_damaged_sidecar_is_a_user_error(tiny, tmp_path):
     path = tmp_path / "tiny.keras"
     shutil.copy(tiny[1], path)
@@ -516,6 +637,7 @@ def sample_images(dataset) -> list[Path]:
     return [dataset.test.root / by_class[name].path for name in CLASS_NAMES]
 
 
+@pytest.mark.slow
 def test_cli_train_writes_the_model_and_sidecar(cli_trained):
     result, out = cli_trained.result, cli_trained.model_path
     assert result.exit_code == 0, result.output
@@ -531,6 +653,7 @@ def test_cli_train_writes_the_model_and_sidecar(cli_trained):
 PREDICT_LINE = re.compile(r"(?P<path>.+): (?P<name>\w+)  \((?P<shares>.+)\)")
 
 
+@pytest.mark.slow
 def test_cli_predict_prints_one_line_per_image(cli_trained, sample_images):
     model_path = cli_trained.model_path
     result = CliRunner().invoke(main, ["predict", "--model", str(model_path), *map(str, sample_images)])
@@ -553,6 +676,7 @@ def test_cli_predict_prints_one_line_per_image(cli_trained, sample_images):
         assert printed == pytest.approx(probabilities, abs=5e-4)
 
 
+@pytest.mark.slow
 def test_cli_predict_json(cli_trained, sample_images):
     model_path = cli_trained.model_path
     result = CliRunner().invoke(main, ["predict", "--json", "--model", str(model_path),
@@ -603,9 +727,9 @@ BAD_PREDICT_INPUT = {
 
 @pytest.mark.parametrize(("make_arguments", "expected"), BAD_PREDICT_INPUT.values(),
                          ids=BAD_PREDICT_INPUT)
-def test_cli_predict_bad_input_is_a_one_line_error(cli_trained, sample_images, tmp_path,
+def test_cli_predict_bad_input_is_a_one_line_error(tiny, sample_images, tmp_path,
                                                     make_arguments, expected):
-    model_path = cli_trained.model_path
+    model_path = tiny[1]  # any loadable model: nothing here needs a trained one
     arguments = make_arguments(tmp_path, model_path, sample_images[0])
     result = CliRunner().invoke(main, ["predict", *arguments])
     assert result.exit_code == 2

@@ -405,6 +405,7 @@ def tiny_model(path: Path, n_classes: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_build_on_photos_reads_each_once_and_predicts_what_the_model_says(tmp_path,
                                                                             monkeypatch):
     from reportgen.build import BuildOptions, build
@@ -464,6 +465,7 @@ def test_the_command_line_says_labels_go_with_a_model(tmp_path):
     assert not (tmp_path / "site").exists()
 
 
+@pytest.mark.slow
 def test_a_build_from_a_labels_file_reports_the_listed_images(tmp_path):
     from click.testing import CliRunner
 

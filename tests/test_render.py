@@ -49,23 +49,57 @@ def parse(html: bytes) -> LinkParser:
     return parser
 
 
-@pytest.fixture(scope="module")
+def _once_per_module_unless_mutating(fixture_name, config) -> str:
+    # mutmut credits a function only to the test that first ran it: under mutation testing
+    # every test renders for itself, so every test that reads the site runs for each mutant.
+    return "function" if os.environ.get("MUTANT_UNDER_TEST") else "module"
+
+
+@pytest.fixture(scope=_once_per_module_unless_mutating)
 def site() -> dict[str, bytes]:
     return dict(render_site(tiny_report()))
 
 
-@pytest.mark.parametrize("page", GOLD_PAGES)
-def test_gold_pages(site, page):
-    gold = GOLD / page
-    if os.environ.get("REPORTGEN_UPDATE_GOLD"):
+def check_gold(page: str, output: bytes, gold_folder: Path, failed_folder: Path,
+               update: bool) -> None:
+    """Compare `output` with its gold file; with `update`, rewrite the gold file and fail anyway.
+
+    A refresh is never a pass: it must be looked at (git diff tests/gold) and the suite rerun.
+    """
+    gold = gold_folder / page
+    if update:
+        changed = not gold.is_file() or gold.read_bytes() != output
         gold.parent.mkdir(parents=True, exist_ok=True)
-        gold.write_bytes(site[page])
-    if site[page] != gold.read_bytes():
-        failed = GOLD_FAILED / page
+        gold.write_bytes(output)
+        pytest.fail(f"REPORTGEN_UPDATE_GOLD is set: {gold} was rewritten "
+                    f"({'changed' if changed else 'unchanged'}); review the change with "
+                    "git diff tests/gold, then rerun without REPORTGEN_UPDATE_GOLD")
+    if output != gold.read_bytes():
+        failed = failed_folder / page
         failed.parent.mkdir(parents=True, exist_ok=True)
-        failed.write_bytes(site[page])
+        failed.write_bytes(output)
         pytest.fail(f"{page} differs from its gold file; the new output is in {failed} "
                     "(REPORTGEN_UPDATE_GOLD=1 accepts it)")
+
+
+@pytest.mark.parametrize("page", GOLD_PAGES)
+def test_gold_pages(site, page):
+    check_gold(page, site[page], GOLD, GOLD_FAILED, update=bool(os.environ.get("REPORTGEN_UPDATE_GOLD")))
+
+
+def test_a_gold_refresh_writes_the_files_and_still_fails(tmp_path):
+    gold, failed = tmp_path / "gold", tmp_path / "failed"
+    (gold / "a").mkdir(parents=True)
+    (gold / "a/page.html").write_bytes(b"old")
+    with pytest.raises(pytest.fail.Exception, match=r"rewritten \(changed\).*rerun without"):
+        check_gold("a/page.html", b"new", gold, failed, update=True)
+    assert (gold / "a/page.html").read_bytes() == b"new"
+    with pytest.raises(pytest.fail.Exception, match=r"rewritten \(unchanged\)"):
+        check_gold("a/page.html", b"new", gold, failed, update=True)
+    with pytest.raises(pytest.fail.Exception, match="differs from its gold file"):
+        check_gold("a/page.html", b"other", gold, failed, update=False)
+    assert (failed / "a/page.html").read_bytes() == b"other"
+    check_gold("a/page.html", b"new", gold, failed, update=False)
 
 
 def test_every_link_resolves(site):
@@ -124,13 +158,18 @@ def test_report_json_matches_the_model():
     report = tiny_report()
     data = json.loads(dict(render_site(report))["report.json"])
     assert data["schema_version"] == 1
-    assert data["metrics"]["confusion_matrix"] == report.metrics.confusion.tolist()
     assert data["metrics"]["accuracy"] == pytest.approx(4 / 6)
     assert [i["path"] for i in data["images"]] == [i.path for i in report.images]
     for image in data["images"]:
         probabilities = image["probabilities"]
         assert image["predicted_label"] == probabilities.index(max(probabilities))
     assert sum(i["true_label"] != i["predicted_label"] for i in data["images"]) == 2
+    # The matrix counted here from the images, not taken from the code that made it.
+    counted = [[0] * 3 for _ in range(3)]
+    for image in data["images"]:
+        counted[image["true_label"]][image["predicted_label"]] += 1
+    assert data["metrics"]["confusion_matrix"] == counted
+    assert counted != [list(column) for column in zip(*counted, strict=True)]  # so rows != columns
     conv = data["feature_layers"][0]
     assert conv["dead_channels"] == 1 and conv["channel_stats"][0]["dead"] is True
     assert conv["channel_stats"][0]["top_images"] and conv["channel_stats"][1]["active_share"] == 1.0
@@ -180,6 +219,25 @@ def test_page_urls_name_a_folder_for_its_index():
     assert layout.page_url(SITE_URL, "layers/x/index.html") == SITE_URL + "layers/x/"
     assert layout.page_url(SITE_URL, "layers/x/page-2.html") == SITE_URL + "layers/x/page-2.html"
     assert layout.page_url(SITE_URL, "myindex.html") == SITE_URL + "myindex.html"
+
+
+def test_every_page_has_its_own_title(site):
+    def title(page: str) -> str:
+        return re.search(r"<title>(.*?)</title>", site[page].decode()).group(1)
+
+    assert title("404.html") == "Not found · tiny on fixtures"
+    assert title(layout.cell_page(slugify("squares"), slugify("circles"))) == \
+        "squares → circles · tiny on fixtures"
+    assert title(layout.class_page(slugify("triangles"))) == "triangles · tiny on fixtures"
+
+
+def test_report_json_is_strict_json(monkeypatch):
+    """A NaN that slipped into the report fails the render instead of writing invalid JSON."""
+    import reportgen.render
+
+    monkeypatch.setattr(reportgen.render, "report_json", lambda report: {"selectivity": float("nan")})
+    with pytest.raises(ValueError, match="JSON compliant"):
+        dict(render_site(tiny_report()))
 
 
 def test_no_history_says_so():

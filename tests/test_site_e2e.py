@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -352,42 +351,51 @@ def test_a_failed_build_leaves_the_old_site_as_it_was(sabotage, count, small_sit
     assert leftovers(tmp_path) == []
 
 
-@pytest.fixture(scope="module")
-def bigger_dataset(tmp_path_factory) -> Path:
-    """72 test images: a build with --model spends a few seconds drawing them."""
-    from reportgen import shapes
+# `reportgen build`, held still mid-pass: once the first batch's pictures are written to the
+# temporary folder it says so on stderr and waits, so the signal lands mid-build, not by timing.
+PAUSED_BUILD = """
+import sys, time
+import reportgen.build
+from reportgen.cli import main
 
-    path = tmp_path_factory.mktemp("bigger") / "shapes"
-    shapes.generate(path, per_class=80, seed=4)
-    return path
+first_batch_written = reportgen.build._warn_if_too_big
+
+def pause_after_the_first_batch(*args, **kwargs):
+    first_batch_written(*args, **kwargs)
+    print("paused mid-pass", file=sys.stderr, flush=True)
+    time.sleep(300)  # the signal's KeyboardInterrupt ends this
+
+reportgen.build._warn_if_too_big = pause_after_the_first_batch
+main(sys.argv[1:], prog_name="reportgen")
+"""
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_an_interrupted_build_leaves_the_old_site_as_it_was(signum, small_site, small_model,
-                                                            bigger_dataset, tmp_path):
+                                                            small_dataset, tmp_path):
     site = tmp_path / "site"
     shutil.copytree(small_site, site)
     before = browser.read_tree(site)
-    command = [sys.executable, "-m", "reportgen", "build", "--data", str(bigger_dataset),
+    command = [sys.executable, "-c", PAUSED_BUILD, "build", "--data", str(small_dataset),
                "--out", str(site), "--model", str(small_model), "--per-page", "4", "--jobs", "2"]
     stderr: list[str] = []
-    reading = threading.Event()
+    paused = threading.Event()
     with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as process:
 
         def read_stderr() -> None:
             for line in process.stderr:
                 stderr.append(line)
-                if line.startswith("Reading test images"):
-                    reading.set()
+                if line.startswith("paused mid-pass"):
+                    paused.set()
 
         reader = threading.Thread(target=read_stderr, daemon=True)
         reader.start()
         try:
-            assert reading.wait(timeout=120), "".join(stderr)
-            time.sleep(0.2)  # into the pass: pictures are being written to the temporary folder
-            assert list(tmp_path.glob(".reportgen-tmp-*")), "the build was not writing yet"
+            assert paused.wait(timeout=120), "".join(stderr)
+            [temporary] = tmp_path.glob(".reportgen-tmp-*")
+            assert list(temporary.glob("assets/maps/*/*.png")), "the build was not writing yet"
             process.send_signal(signum)
             stdout = process.stdout.read()
             returncode = process.wait(timeout=60)
@@ -497,6 +505,7 @@ def test_out_accepts_a_new_or_empty_folder_and_its_own_site(small_dataset, tmp_p
         assert check_target(folder, [small_dataset]) == folder.resolve()
 
 
+@pytest.mark.slow
 def test_the_site_budget_leaves_out_galleries_not_predictions(small_dataset, small_model,
                                                               tmp_path, monkeypatch):
     from reportgen import build as build_module

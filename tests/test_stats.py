@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import statistics
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,6 +145,21 @@ def test_ties_are_broken_by_path_whatever_the_batch_order():
     assert {t.score for t in constant.top} == {0.75}
 
 
+def test_the_atlas_keeps_the_9_most_activating_images_by_default():
+    """The README promises 9: a literal here, not TOP_K, so changing the constant is caught."""
+    feature_maps, labels, paths = make_layer(seed=7, n_images=25)
+    accumulator = LayerStatsAccumulator(feature_maps.shape[3], N_CLASSES)  # the default top_k
+    for start, stop in pairwise((0, 4, 13, 25)):
+        accumulator.update(feature_maps[start:stop], labels[start:stop], paths[start:stop])
+    stats = accumulator.result()
+    assert {len(channel.top) for channel in stats.channels} == {9}
+    assert_matches(stats, brute_force(feature_maps, labels, paths, N_CLASSES, top_k=9), 25)
+    # Scores tie across the cut after the 9th place, so the order by path decides who is in.
+    scores = feature_maps.max(axis=(1, 2))[:, 4]
+    ninth = sorted(scores, reverse=True)[8]
+    assert (scores > ninth).sum() < 9 < (scores >= ninth).sum()
+
+
 def test_top_k_with_fewer_images_than_k():
     feature_maps, labels, paths = make_layer(seed=5, n_images=4)
     stats = accumulate(feature_maps, labels, paths, batch_starts=(0, 3)).result()
@@ -274,6 +291,73 @@ def test_differences_reports_what_differs():
     assert stats.differences(stats) == []
 
 
+def test_differences_name_each_field_and_its_values():
+    feature_maps, labels, paths = make_layer(seed=13, n_images=12)
+    stats = accumulate(feature_maps, labels, paths).result()
+    channel = stats.channels[4]
+
+    def lines(**changes) -> list[str]:
+        changed = dataclasses.replace(channel, **changes)
+        return stats.differences(dataclasses.replace(stats, channels=(
+            *stats.channels[:4], changed, *stats.channels[5:])))
+
+    means = channel.class_means
+    assert lines(max=channel.max + 1, mean=channel.mean * 2) == [
+        f"channel 4: max {channel.max!r} != {channel.max + 1!r}",
+        f"channel 4: mean ({channel.mean},) != ({channel.mean * 2},)"]
+    # 1e-10 apart: math.isclose's own default (1e-9) would call this equal.
+    assert lines(mean=channel.mean * (1 + 1e-10)) == [
+        f"channel 4: mean ({channel.mean},) != ({channel.mean * (1 + 1e-10)},)"]
+    assert lines(class_means=(means[0] + 0.5, *means[1:])) == [
+        f"channel 4: class_means {means} != {(means[0] + 0.5, *means[1:])}"]
+    assert math.isnan(means[1])  # class 1 has no images
+    assert lines(class_means=(means[0], 1.0, *means[2:])) == [
+        f"channel 4: class_means {means} != {(means[0], 1.0, *means[2:])}"]
+    assert lines(selectivity=channel.selectivity + 1) == [
+        f"channel 4: selectivity ({channel.selectivity},) != ({channel.selectivity + 1},)"]
+    assert lines(top=channel.top[::-1]) == [
+        f"channel 4: top {[t.path for t in channel.top]} != {[t.path for t in channel.top[::-1]]} "
+        "(or their labels, scores or maps differ)"]
+
+
+def test_selectivity_near_zero_is_compared_with_an_absolute_tolerance():
+    """Selectivity can be a tiny difference of means: within 1e-12 per class it agrees."""
+    labels = np.array([0, 1, 2, 3, 4] * 2)
+    feature_maps = np.zeros((10, 1, 1, 1), np.float32)
+    paths = [f"img{i}.png" for i in range(10)]
+    stats = accumulate(feature_maps, labels, paths).result()
+    assert stats.channels[0].selectivity == 0.0
+
+    def with_selectivity(value: float) -> LayerStats:
+        return dataclasses.replace(stats, channels=(
+            dataclasses.replace(stats.channels[0], selectivity=value),))
+
+    assert with_selectivity(0.0).differences(with_selectivity(4e-12)) == []  # within 5 x 1e-12
+    assert with_selectivity(0.0).differences(with_selectivity(6e-12)) != []
+
+
+def test_top_images_are_equal_only_with_equal_maps_of_equal_type():
+    feature_maps, labels, paths = make_layer(seed=17, n_images=12)
+    top = accumulate(feature_maps, labels, paths).result().channels[4].top[0]
+    assert top == dataclasses.replace(top, feature_map=top.feature_map.copy())
+    assert top != dataclasses.replace(top, feature_map=top.feature_map + 1)
+    assert top != dataclasses.replace(top, feature_map=top.feature_map.astype(np.float64))
+    assert top != dataclasses.replace(top, path="other.png")
+
+
+def test_a_merge_keeps_checking_the_map_size():
+    feature_maps, labels, paths = make_layer(seed=18, n_images=6)
+    empty = LayerStatsAccumulator(feature_maps.shape[3], N_CLASSES)
+    full = accumulate(feature_maps, labels, paths)
+    for merged in (full.merge(empty), empty.merge(full)):
+        with pytest.raises(ValueError, match=r"feature maps are \(2, 3\) but earlier batches were "
+                                             r"\(4, 3\)"):
+            merged.update(feature_maps[:, :2], labels, [f"more/{path}" for path in paths])
+    other_size = accumulate(feature_maps[:, :2], labels, [f"more/{path}" for path in paths])
+    with pytest.raises(ValueError, match=r"^cannot merge \(4, 3\) maps with \(2, 3\) maps$"):
+        full.merge(other_size)
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda fm, lb, pt: (fm[..., :3], lb, pt), "must be"),
     (lambda fm, lb, pt: (fm, lb + N_CLASSES, pt), "labels must lie"),
@@ -301,8 +385,79 @@ def test_an_image_added_twice_is_refused():
         first.merge(accumulate(feature_maps, labels, paths))
 
 
+def test_the_repeated_image_is_named():
+    maps = np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1)
+    labels = np.zeros(5, np.int64)
+    first = accumulate(maps[:3], labels[:3], ["a.png", "c.png", "e.png"], n_classes=1)
+    second = accumulate(maps[3:], labels[3:], ["d.png", "c.png"], n_classes=1)
+    with pytest.raises(ValueError, match=r"^image 'c.png' was added more than once$"):
+        first.merge(second)
+
+
+def test_selectivity_is_zero_where_the_class_means_average_zero():
+    """Class means of -1 and +1 (maps need not be ReLU outputs) average to 0: no division."""
+    labels = np.array([0, 1] * 4)
+    feature_maps = np.where(labels == 0, -1.0, 1.0).astype(np.float32).reshape(8, 1, 1, 1)
+    feature_maps = np.repeat(feature_maps, 9, axis=3)
+    stats = accumulate(feature_maps, labels, [f"img{i}.png" for i in range(8)], n_classes=2).result()
+    assert [channel.selectivity for channel in stats.channels] == [0.0] * 9
+
+
+def test_paths_labels_and_maps_come_back_as_plain_types():
+    feature_maps, labels, paths = make_layer(seed=19, n_images=8)
+    stats = accumulate(feature_maps.astype(np.float64), labels, paths).result()
+    for channel in stats.channels:
+        for top in channel.top:
+            assert type(top.path) is str and type(top.label) is int and type(top.score) is float
+            assert top.feature_map.dtype == np.float32
+
+
+@pytest.mark.parametrize(("shape", "message"), [
+    ((2, 0, 3, 7), "feature maps have no positions: (2, 0, 3, 7)"),
+    ((2, 3, 0, 7), "feature maps have no positions: (2, 3, 0, 7)"),
+])
+def test_maps_without_positions_are_refused(shape, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        LayerStatsAccumulator(7, N_CLASSES).update(np.zeros(shape, np.float32), np.zeros(2, np.int64),
+                                                   ["a.png", "b.png"])
+
+
+def test_labels_of_the_wrong_length_are_refused():
+    feature_maps, labels, paths = make_layer(seed=20, n_images=5)
+    with pytest.raises(ValueError, match=r"^5 maps, \(4,\) labels and 5 paths do not match$"):
+        LayerStatsAccumulator(7, N_CLASSES).update(feature_maps, labels[:4], paths)
+
+
+@pytest.mark.parametrize(("labels", "paths", "message"), [
+    ([0, 5], ["a.png", "b.png"], "labels must lie in 0..4"),
+    ([-1, 0], ["a.png", "b.png"], "labels must lie in 0..4"),
+    ([0.0, 1.0], ["a.png", "b.png"], "labels must be integers, got float64"),
+    ([0, 1], ["a.png", Path("b.png")], "paths must be str"),
+    ([0, 1], ["a.png", "a.png"], "a batch holds the same image path twice"),
+], ids=["label = classes", "label -1", "float labels", "a Path", "same path"])
+def test_bad_labels_and_paths_are_refused_by_name(labels, paths, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        LayerStatsAccumulator(7, N_CLASSES).update(np.ones((2, 2, 2, 7), np.float32),
+                                                   np.array(labels), paths)
+
+
+@pytest.mark.parametrize("sizes", [(0, 2, 9), (3, 0, 9), (3, 2, 0)],
+                         ids=["no channels", "no classes", "top 0"])
+def test_an_accumulator_needs_a_channel_a_class_and_a_top_image(sizes):
+    with pytest.raises(ValueError, match="^n_channels, n_classes and top_k must all be at least 1$"):
+        LayerStatsAccumulator(*sizes)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_non_finite_maps_are_refused(bad):
+    feature_maps, labels, paths = make_layer(seed=21, n_images=4)
+    feature_maps[2, 1, 1, 5] = bad  # one value: -inf leaves every maximum finite
+    with pytest.raises(ValueError, match="^feature maps contain NaN or infinity$"):
+        LayerStatsAccumulator(7, N_CLASSES).update(feature_maps, labels, paths)
+
+
 def test_mismatched_accumulators_and_empty_results_are_refused():
     with pytest.raises(ValueError, match="cannot merge"):
         LayerStatsAccumulator(3, 2).merge(LayerStatsAccumulator(4, 2))
-    with pytest.raises(ValueError, match="no images"):
+    with pytest.raises(ValueError, match="^no images have been added, so there are no statistics$"):
         LayerStatsAccumulator(3, 2).result()

@@ -1,0 +1,225 @@
+"""Mutation testing with mutmut over the modules where a silent bug would hurt most.
+
+    python tests/mutation.py [SCOPE ...]      (or: nox -s mutants -- [SCOPE ...])
+    python tests/mutation.py --report-only    (rewrite tests/mutation.md from the last runs)
+
+Runs mutmut on the named scopes (all of them by default), then rewrites the results
+part of tests/mutation.md from what mutmut recorded in mutants/, for every scope.
+A surviving mutant is either killed by a new test, or listed in EQUIVALENT with the
+reason no test can tell it from the original, or in OPEN with why it is left alive.
+Not part of .ci/run: it takes hours of CPU on a 2-core machine.
+mutmut's settings are in pyproject.toml ([tool.mutmut]).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "tests" / "mutation.md"
+MUTMUT = str(Path(sys.executable).parent / "mutmut")  # the venv's, whether or not it is on PATH
+BEGIN, END = "<!-- results -->", "<!-- /results -->"
+
+# Scope -> mutmut mutant-name patterns (module.x_function or module.xǁClassǁmethod).
+SCOPES = {
+    "stats": ["reportgen.stats.*"],
+    "metrics": ["reportgen.metrics.*"],
+    "site writer": ["reportgen.site.*"],
+    "model loading": [f"reportgen.model.x_{name}__mutmut_*" for name in
+                      ("_model_format", "_explain_load_error", "load", "_load_renamed",
+                       "read_sidecar", "load_with_sidecar", "sidecar_path")],
+    "image reader": [f"reportgen.data.x_{name}__mutmut_*" for name in
+                     ("check_image", "load_image", "_open_image", "_decode", "_high_depth_to_unit",
+                      "_to_unit_float", "_match_channels", "_reason")],
+    "activation probe": ["reportgen.activations.*"],
+    "render escaping": ["reportgen.render.x_render_site__mutmut_*",
+                        "reportgen.render.x_templates_dir__mutmut_*",
+                        "reportgen.report.x_slugify__mutmut_*"],
+}
+
+# Mutant name -> why no test can tell it from the original.
+RANDOM_SUFFIX = "a longer random suffix names the same kind of folder; only its prefix is ever matched"
+MARKER_TEXT = "only the marker file's existence is ever read, never its text"
+TEMP_PREFIX = "the name of a temporary folder that is removed again is seen by nobody"
+COMPILE_NONE = "Keras tests `if compile`, so None loads uncompiled like False"
+SIDECAR_ENCODING = ("this platform's locale is UTF-8 (Python's UTF-8 mode), so the default encoding and "
+                    "'UTF-8' read the file as 'utf-8' does")
+SAME_CODEC = "'UTF-8' and 'utf-8' name the same codec"
+JSON_LAYOUT = ("only the layout of report.json changes (its indentation), not what any JSON reader "
+               "reads; the README specifies content, not layout")
+JSON_ESCAPES = ("non-ASCII names written as \\u escapes read back the same; report.json is still "
+                "valid UTF-8 JSON")
+HIGH_DEPTH_RANGE = ("PNG, the only allowed format with more than 8 bits, holds unsigned 16-bit "
+                    "values: divided by 65535 they already lie in 0..1, so no clip bound is reached")
+DEFAULT_FLOAT64 = "float64 is numpy's default dtype"
+COUNTS_AS_FLOAT = ("image counts held as float64 stay exact (below 2**53) and divide and compare to 0 "
+                   "as integers do")
+MAX_AS_FLOAT64 = "the maximum of float32 values is the same number held as float64"
+RESAMPLING = ("Pillow's default filter (bicubic) instead of bilinear: the README promises images "
+              "are resized to the model's input, not with which filter, so no test pins it")
+WHEEL_ONLY = ("the templates inside the package exist only in an installed wheel; the tests run from "
+              "a checkout (pip install -e), which uses the top-level templates/")
+STRICT_ZIP = "the lengths were compared just before, so zip's strict= can never fire"
+EQUIVALENT: dict[str, str] = {
+    "reportgen.site.xǁSiteWriterǁ__enter____mutmut_11": RANDOM_SUFFIX,
+    "reportgen.site.xǁSiteWriterǁ_swap__mutmut_5": RANDOM_SUFFIX,
+    "reportgen.site.xǁSiteWriterǁ__enter____mutmut_14": MARKER_TEXT,
+    "reportgen.site.xǁSiteWriterǁ__enter____mutmut_15": MARKER_TEXT,
+    "reportgen.site.xǁSiteWriterǁ__enter____mutmut_16": MARKER_TEXT,
+    "reportgen.site.xǁSiteWriterǁwrite__mutmut_15": (
+        "the set only saves repeated mkdir calls; mkdir(exist_ok=True) again changes nothing"),
+    "reportgen.model.x__load_renamed__mutmut_1": TEMP_PREFIX,
+    "reportgen.model.x__load_renamed__mutmut_2": TEMP_PREFIX,
+    "reportgen.model.x__load_renamed__mutmut_3": TEMP_PREFIX,
+    "reportgen.model.x_load__mutmut_31": COMPILE_NONE,
+    "reportgen.model.x__load_renamed__mutmut_10": COMPILE_NONE,
+    "reportgen.model.x_read_sidecar__mutmut_6": SIDECAR_ENCODING,
+    "reportgen.model.x_read_sidecar__mutmut_8": SIDECAR_ENCODING,
+    "reportgen.stats.xǁLayerStatsǁdifferences__mutmut_5": STRICT_ZIP,
+    "reportgen.stats.xǁLayerStatsǁdifferences__mutmut_8": STRICT_ZIP,
+    "reportgen.stats.xǁLayerStatsǁdifferences__mutmut_9": STRICT_ZIP,
+    "reportgen.stats.x__all_close__mutmut_18": STRICT_ZIP,
+    "reportgen.stats.x__all_close__mutmut_21": STRICT_ZIP,
+    "reportgen.stats.x__all_close__mutmut_22": STRICT_ZIP,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_19": DEFAULT_FLOAT64,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_21": DEFAULT_FLOAT64,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_24": DEFAULT_FLOAT64,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_26": DEFAULT_FLOAT64,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_29": COUNTS_AS_FLOAT,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_31": COUNTS_AS_FLOAT,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_34": COUNTS_AS_FLOAT,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_36": COUNTS_AS_FLOAT,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_40": MAX_AS_FLOAT64,
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_43": MAX_AS_FLOAT64,
+    "reportgen.stats.x__reject_repeated_paths__mutmut_17": (
+        "a repeated path is there at least twice, so the second match names the same path"),
+    "reportgen.render.x_render_site__mutmut_22": SAME_CODEC,
+    "reportgen.render.x_render_site__mutmut_143": SAME_CODEC,
+    "reportgen.render.x_render_site__mutmut_130": JSON_LAYOUT,
+    "reportgen.render.x_render_site__mutmut_134": JSON_LAYOUT,
+    "reportgen.render.x_render_site__mutmut_138": JSON_LAYOUT,
+    "reportgen.render.x_render_site__mutmut_131": JSON_ESCAPES,
+    "reportgen.render.x_render_site__mutmut_135": JSON_ESCAPES,
+    "reportgen.render.x_render_site__mutmut_132": (
+        "json.dumps tests `if not allow_nan`: None is as strict as False"),
+    "reportgen.render.x_render_site__mutmut_139": JSON_ESCAPES,
+    "reportgen.data.x__high_depth_to_unit__mutmut_2": (
+        "float64 values become the same 'F' image; _to_unit_float reads it as float32 again"),
+    "reportgen.data.x__high_depth_to_unit__mutmut_6": HIGH_DEPTH_RANGE,
+    "reportgen.data.x__high_depth_to_unit__mutmut_7": HIGH_DEPTH_RANGE,
+    "reportgen.data.x__high_depth_to_unit__mutmut_14": HIGH_DEPTH_RANGE,
+    "reportgen.data.x__to_unit_float__mutmut_5": "an 'F' image is float32 already",
+    "reportgen.data.x__to_unit_float__mutmut_7": "an 'F' image is float32 already",
+    "reportgen.stats.x__read_only__mutmut_2": "numpy takes None for the flag as False",
+    "reportgen.stats.xǁLayerStatsAccumulatorǁresult__mutmut_23": (
+        "numpy fills a float array with None as NaN"),
+    "reportgen.stats.xǁ_TopListsǁfrom_batch__mutmut_36": (
+        "labels become float64 but are read back with int(), exactly, for any class index"),
+    "reportgen.stats.xǁ_TopListsǁcombine__mutmut_10": (
+        "numpy 2.4's unique() already returns the inverse in the input's shape; the reshape is for "
+        "numpy versions that flatten it"),
+    "reportgen.stats.xǁLayerStatsAccumulatorǁ_check_batch__mutmut_10": (
+        "shape[3] was already checked to be the channel count, at least 1, so it is never 0"),
+}
+
+# Mutant name -> why it survives although it is not equivalent (a known gap, left open).
+OPEN: dict[str, str] = {
+    "reportgen.data.x_load_image__mutmut_8": RESAMPLING,
+    "reportgen.data.x_load_image__mutmut_10": RESAMPLING,
+    "reportgen.data.x__decode__mutmut_13": (
+        "Pillow's convert() without a mode keeps LA and RGBA, which every test image with "
+        "transparency is; only a palette or 1-bit image with transparency would tell"),
+    "reportgen.render.x_templates_dir__mutmut_4": WHEEL_ONLY,
+    "reportgen.render.x_templates_dir__mutmut_5": WHEEL_ONLY,
+    "reportgen.render.x_templates_dir__mutmut_6": WHEEL_ONLY,
+}
+
+# mutmut's exit codes (mutmut/stats.py).
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests",
+          36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", None: "not run"}
+
+
+def recorded_results() -> dict[str, int | None]:
+    results: dict[str, int | None] = {}
+    for meta in sorted((ROOT / "mutants" / "reportgen").glob("*.py.meta")):
+        results.update(json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"])
+    return results
+
+
+def in_scope(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def diff_of(name: str) -> str:
+    shown = subprocess.run([MUTMUT, "show", name], cwd=ROOT, capture_output=True, text=True).stdout
+    changed = [line for line in shown.splitlines()
+               if re.match(r"^[-+](?![-+]{2})", line) and line[1:].strip()]
+    return " / ".join(line[0] + " " + line[1:].strip() for line in changed)
+
+
+def summary(results: dict[str, int | None]) -> str:
+    rows, survivors = [], []
+    for scope, patterns in SCOPES.items():
+        names = sorted(name for name in results if in_scope(name, patterns))
+        counts = {status: 0 for status in ("killed", "timeout", "survived", "equivalent",
+                                           "no tests", "not run", "other")}
+        for name in names:
+            status = STATUS.get(results[name], "other")
+            if status == "survived":
+                survivors.append((scope, name))
+                status = "equivalent" if name in EQUIVALENT else status
+            counts[status] += 1
+        tested = counts["killed"] + counts["timeout"] + counts["survived"]
+        score = "—" if not tested else f"{(counts['killed'] + counts['timeout']) / tested:.0%}"
+        rows.append(f"| {scope} | {len(names)} | " + " | ".join(str(n) for n in counts.values())
+                    + f" | {score} |")
+    lines = ["| scope | mutants | killed | timeout | survived | equivalent | no tests | not run | "
+             "other | killed of non-equivalent |", "|---" * 10 + "|", *rows, ""]
+    if survivors:
+        lines += ["Surviving mutants:", "", "| scope | mutant | change | why it survives |",
+                  "|---|---|---|---|"]
+        for scope, name in survivors:
+            reason = EQUIVALENT.get(name) or (f"**not equivalent**: {OPEN[name]}" if name in OPEN
+                                              else "**not equivalent: needs a test**")
+            change = diff_of(name).replace("|", "\\|")
+            lines.append(f"| {scope} | `{name}` | `{change}` | {reason} |")
+        lines.append("")
+    lines.append(f"mutmut {version('mutmut')}; a timeout counts as killed (the mutant made the "
+                 "tests hang).")
+    return "\n".join(lines)
+
+
+def write_results(text: str) -> None:
+    page = RESULTS.read_text(encoding="utf-8")
+    start, end = page.index(BEGIN) + len(BEGIN), page.index(END)
+    RESULTS.write_text(page[:start] + "\n" + text + "\n" + page[end:], encoding="utf-8")
+
+
+def main(scopes: list[str]) -> int:
+    if scopes[:1] == ["--report-only"]:  # rewrite tests/mutation.md from mutants/, run nothing
+        write_results(summary(recorded_results()))
+        return 0
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        print(f"unknown scope(s) {unknown}; choose from {sorted(SCOPES)}", file=sys.stderr)
+        return 2
+    patterns = [p for scope in scopes or SCOPES for p in SCOPES[scope]]
+    # mutmut keeps which tests reach which function from run to run, and misses a test that
+    # starts to reach one: collect it afresh, so every test that could kill a mutant runs.
+    (ROOT / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+    children = os.environ.get("MUTMUT_CHILDREN", str(os.cpu_count() or 2))
+    run = subprocess.run([MUTMUT, "run", "--max-children", children, *patterns], cwd=ROOT)
+    write_results(summary(recorded_results()))
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return run.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
