@@ -351,21 +351,22 @@ def test_a_failed_build_leaves_the_old_site_as_it_was(sabotage, count, small_sit
     assert leftovers(tmp_path) == []
 
 
-# `reportgen build`, held still mid-pass: once the first batch's pictures are written to the
+# `reportgen build`, held still mid-build: once the first feature maps are written to the
 # temporary folder it says so on stderr and waits, so the signal lands mid-build, not by timing.
 PAUSED_BUILD = """
 import sys, time
 import reportgen.build
 from reportgen.cli import main
 
-first_batch_written = reportgen.build._warn_if_too_big
+draw_maps = reportgen.build._draw_maps
 
-def pause_after_the_first_batch(*args, **kwargs):
-    first_batch_written(*args, **kwargs)
+def pause_after_the_first_maps(*args, **kwargs):
+    draw_maps(*args, **kwargs)
+    next(a for a in args if hasattr(a, "drain")).drain()  # the drawing threads' files are out
     print("paused mid-pass", file=sys.stderr, flush=True)
     time.sleep(300)  # the signal's KeyboardInterrupt ends this
 
-reportgen.build._warn_if_too_big = pause_after_the_first_batch
+reportgen.build._draw_maps = pause_after_the_first_maps
 main(sys.argv[1:], prog_name="reportgen")
 """
 
