@@ -302,7 +302,7 @@ def cell_mean_maps(maps: np.ndarray, true_labels: np.ndarray,
 
 
 def confusion_channels(channel_means: np.ndarray, true_labels: np.ndarray,
-                       predicted: np.ndarray, n_classes: int, min_images: int = 3,
+                       predicted: np.ndarray, min_images: int = 3,
                        top: int = 3) -> tuple[tuple[int, int, tuple[tuple[int, float], ...]], ...]:
     """For each off-diagonal cell with at least ``min_images`` images: (true, predicted,
     ((channel, excess), ...)), the ``top`` channels whose mean activation on the cell's images
@@ -378,4 +378,4 @@ def explain_test_set(cam: GradCam, batches, prepare, true_labels: np.ndarray,
         calibration=calibration(probabilities, true_labels),
         cell_means=cell_mean_maps(maps, true_labels, predicted),
         class_means=mean_maps(true_maps, true_labels, n_classes),
-        confusion_channels=confusion_channels(channel_means, true_labels, predicted, n_classes))
+        confusion_channels=confusion_channels(channel_means, true_labels, predicted))
