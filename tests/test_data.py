@@ -455,6 +455,20 @@ def test_palette_images_with_transparency_use_their_colours(tmp_path):
     assert pixels[0, 2].tolist() == [255.0, 255.0, 255.0]
 
 
+@pytest.mark.parametrize(("image", "transparent", "spec", "kept"), [
+    # A PNG's tRNS chunk: one colour (or grey level) of an image without alpha is transparent.
+    (Image.new("RGB", (8, 8), (0, 0, 0)), (0, 0, 0), RGB_8x8, [200.0, 0.0, 0.0]),
+    (Image.new("L", (8, 8), 0), 0, GREY_8x8, [200.0]),
+])
+def test_a_transparent_colour_is_laid_on_white(tmp_path, image, transparent, spec, kept):
+    image.putpixel((0, 0), (200, 0, 0) if image.mode == "RGB" else 200)
+
+    pixels = load_one(tmp_path, image, spec, transparency=transparent)
+
+    assert pixels[0, 0].tolist() == kept
+    np.testing.assert_array_equal(pixels[1:], 255.0)
+
+
 def test_sixteen_bit_grey_is_scaled_by_its_range_not_clipped(tmp_path):
     image = Image.fromarray(np.array([[32768, 65535], [0, 16384]], np.uint16))
     assert image.mode == "I;16"

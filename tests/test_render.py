@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 import pytest
 from tiny_report import tiny_report
 
-from reportgen import layout
+from reportgen import layout, render
 from reportgen.render import _pager, integer_scale, render_site
 from reportgen.report import slugify
 
@@ -238,6 +238,22 @@ def test_report_json_is_strict_json(monkeypatch):
     monkeypatch.setattr(reportgen.render, "report_json", lambda report: {"selectivity": float("nan")})
     with pytest.raises(ValueError, match="JSON compliant"):
         dict(render_site(tiny_report()))
+
+
+def test_an_installed_package_reads_the_templates_inside_it(tmp_path, monkeypatch):
+    """A wheel ships them as reportgen/templates, a checkout beside the package."""
+    package = tmp_path / "site-packages" / "reportgen"
+    (package / "templates").mkdir(parents=True)
+    (tmp_path / "site-packages" / "templates").mkdir()  # another project's, say
+    monkeypatch.setattr(render, "__file__", str(package / "render.py"))
+    assert render.templates_dir() == package / "templates"
+
+
+def test_a_checkout_reads_the_templates_beside_the_package(tmp_path, monkeypatch):
+    package = tmp_path / "checkout" / "reportgen"
+    package.mkdir(parents=True)
+    monkeypatch.setattr(render, "__file__", str(package / "render.py"))
+    assert render.templates_dir() == tmp_path / "checkout" / "templates"
 
 
 def test_no_history_says_so():
