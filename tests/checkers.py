@@ -89,6 +89,17 @@ def axe_violations(browser, url: str, color_scheme: str, viewport: dict | None =
 class Served:
     url: str  # the server's root, ending in "/"
     paths: list[str] = field(default_factory=list)  # every path the browser asked for, in order
+    _asked: threading.Condition = field(default_factory=threading.Condition, repr=False)
+
+    def record(self, path: str) -> None:
+        with self._asked:
+            self.paths.append(path)
+            self._asked.notify_all()
+
+    def wait_for(self, path: str, timeout: float) -> bool:
+        """Whether `path` is asked for, returning as soon as it is (or after `timeout` s if not)."""
+        with self._asked:
+            return self._asked.wait_for(lambda: path in self.paths, timeout)
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -99,7 +110,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
     def send_head(self):
-        self.served.paths.append(self.path)
+        self.served.record(self.path)
         return super().send_head()
 
     def send_error(self, code, message=None, explain=None) -> None:

@@ -15,6 +15,12 @@ from pathlib import Path
 
 import browser
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests check results, never speed: on a busy shared machine (or under mutation
+# testing) an example may take seconds, which must not fail a test.
+settings.register_profile("reportgen", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("reportgen")
 
 SMALL_PER_CLASS = 12  # 4 test images per class: 12 in all
 SMALL_IMAGES_PER_PAGE = 4  # so each layer gallery has 3 pages
@@ -119,6 +125,25 @@ def small_site(small_build) -> Path:
 def small_model(small_build) -> Path:
     """The .keras model behind the small site, for builds with --model."""
     return small_build.model
+
+
+@pytest.fixture(scope="session")
+def keras_application():
+    """keras.applications.NAME untrained at 32x32x3 with 3 classes, built once a session.
+
+    Building one takes seconds; the layer plan and the input contract tests read the same
+    graphs. Read them, never change them.
+    """
+    from reportgen.keras_import import keras
+
+    built: dict[str, object] = {}
+
+    def get(name: str):
+        if name not in built:
+            built[name] = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3),
+                                                            classes=3)
+        return built[name]
+    return get
 
 
 @pytest.fixture(scope="session")

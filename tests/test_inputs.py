@@ -165,22 +165,24 @@ def guide_model(nested_augmentation: bool = False) -> keras.Model:
                        name="guide")
 
 
+# Each build gets the session's keras_application(name): the four plain applications at SMALL,
+# which tests/test_plan.py reads too, are built once.
 @pytest.mark.parametrize(("build", "expected"), [
-    (lambda: applications.MobileNetV2(weights=None, input_shape=SMALL, classes=3), "mobilenet_v2"),
-    (lambda: applications.ResNet50(weights=None, input_shape=SMALL, classes=3), "resnet"),
-    (lambda: applications.DenseNet121(weights=None, input_shape=SMALL, classes=3), "densenet"),
-    (lambda: applications.EfficientNetB0(weights=None, input_shape=SMALL, classes=3), "raw"),
-    (lambda: applications.MobileNetV3Small(weights=None, input_shape=SMALL, classes=3), "raw"),
-    (lambda: applications.MobileNetV3Small(weights=None, input_shape=SMALL, classes=3,
-                                           include_preprocessing=False), "symmetric"),
-    (lambda: applications.MobileNetV2(weights=None, input_shape=SMALL, classes=3,
-                                      name="my_backbone"), "mobilenet_v2"),
-    (lambda: guide_model(), "raw"),
-    (lambda: guide_model(nested_augmentation=True), "raw"),
+    (lambda shared: shared("MobileNetV2"), "mobilenet_v2"),
+    (lambda shared: shared("ResNet50"), "resnet"),
+    (lambda shared: shared("DenseNet121"), "densenet"),
+    (lambda shared: shared("EfficientNetB0"), "raw"),
+    (lambda _: applications.MobileNetV3Small(weights=None, input_shape=SMALL, classes=3), "raw"),
+    (lambda _: applications.MobileNetV3Small(weights=None, input_shape=SMALL, classes=3,
+                                             include_preprocessing=False), "symmetric"),
+    (lambda _: applications.MobileNetV2(weights=None, input_shape=SMALL, classes=3,
+                                        name="my_backbone"), "mobilenet_v2"),
+    (lambda _: guide_model(), "raw"),
+    (lambda _: guide_model(nested_augmentation=True), "raw"),
 ], ids=["MobileNetV2", "ResNet50", "DenseNet121", "EfficientNetB0", "MobileNetV3", "MobileNetV3-raw",
         "renamed-MobileNetV2", "guide", "guide-nested-augmentation"])
-def test_auto_reads_the_input_range_from_the_model(build, expected):
-    contract = decide(build(), sidecar=None)
+def test_auto_reads_the_input_range_from_the_model(keras_application, build, expected):
+    contract = decide(build(keras_application), sidecar=None)
     assert contract.preprocess == expected
     assert not contract.guessed
 

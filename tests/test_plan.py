@@ -90,14 +90,9 @@ APPLICATIONS = {
 
 
 @pytest.fixture(scope="module")
-def application_layers():
-    from reportgen.keras_import import keras
-
-    graphs = {}
-    for name in APPLICATIONS:
-        model = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=3)
-        graphs[name] = ActivationProbe(model, select=lambda layers: []).all_layers
-    return graphs
+def application_layers(keras_application):
+    return {name: ActivationProbe(keras_application(name), select=lambda layers: []).all_layers
+            for name in APPLICATIONS}
 
 
 @pytest.mark.parametrize("name", APPLICATIONS)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import browser
@@ -62,6 +61,7 @@ def test_the_nu_html_checker_finds_no_error_on_any_page(small_site):
     assert checkers.vnu_messages(files) == []
 
 
+@pytest.mark.slow  # runs with the check it controls; starting Java is most of the fast suite's wait
 def test_the_nu_html_checker_reports_errors(tmp_path):
     """A control: the checker runs and reports a broken page and a broken stylesheet."""
     (tmp_path / "bad.html").write_text('<!doctype html><html lang="en"><title>t</title>'
@@ -123,13 +123,11 @@ def test_a_page_without_its_own_icon_asks_the_host_root(chromium, tmp_path):
     try:
         with checkers.serve(tmp_path) as served:
             context.new_page().goto(served.url + SUB_PATH + "index.html", wait_until="load")
-            for _ in range(100):  # the browser asks for the icon some time after `load`
-                if "/favicon.ico" in served.paths:
-                    break
-                time.sleep(0.1)
+            # The browser asks for the icon some time after `load`: wait for that request.
+            asked = served.wait_for("/favicon.ico", timeout=60)
     finally:
         context.close()
-    assert "/favicon.ico" in served.paths
+    assert asked, served.paths
 
 
 @pytest.mark.browser
