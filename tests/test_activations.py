@@ -21,57 +21,59 @@ from reportgen.errors import UserError
 
 TOLERANCE = 1e-5
 
-EXPECTED_LAYERS: dict[str, list[tuple[str, str, tuple[int, int, int]]]] = {
+# Per model: every feature-map layer as (path, type, output shape per image, the paths of the
+# feature-map layers that feed it), read off the fixture's graph in tests/fixture_models.py.
+EXPECTED_LAYERS: dict[str, list[tuple[str, str, tuple[int, int, int], tuple[str, ...]]]] = {
     "sequential_with_input": [
-        ("conv", "Conv2D", (8, 8, 4)),
-        ("pool", "MaxPooling2D", (4, 4, 4)),
-        ("dropout", "Dropout", (4, 4, 4)),
+        ("conv", "Conv2D", (8, 8, 4), ()),
+        ("pool", "MaxPooling2D", (4, 4, 4), ("conv",)),
+        ("dropout", "Dropout", (4, 4, 4), ("pool",)),
     ],
     "sequential_without_input": [
-        ("rescale", "Rescaling", (8, 6, 3)),
-        ("conv", "Conv2D", (6, 4, 4)),
-        ("dropout", "Dropout", (6, 4, 4)),
+        ("rescale", "Rescaling", (8, 6, 3), ()),
+        ("conv", "Conv2D", (6, 4, 4), ("rescale",)),
+        ("dropout", "Dropout", (6, 4, 4), ("conv",)),
     ],
     "sequential_with_input_shape": [
-        ("rescale", "Rescaling", (8, 6, 3)),
-        ("conv", "Conv2D", (6, 4, 4)),
-        ("dropout", "Dropout", (6, 4, 4)),
+        ("rescale", "Rescaling", (8, 6, 3), ()),
+        ("conv", "Conv2D", (6, 4, 4), ("rescale",)),
+        ("dropout", "Dropout", (6, 4, 4), ("conv",)),
     ],
     "functional": [
-        ("conv_wide", "Conv2D", (8, 8, 4)),
-        ("conv_narrow", "Conv2D", (8, 8, 2)),
-        ("concat", "Concatenate", (8, 8, 6)),
-        ("pool", "MaxPooling2D", (4, 4, 6)),
+        ("conv_wide", "Conv2D", (8, 8, 4), ()),
+        ("conv_narrow", "Conv2D", (8, 8, 2), ()),
+        ("concat", "Concatenate", (8, 8, 6), ("conv_narrow", "conv_wide")),
+        ("pool", "MaxPooling2D", (4, 4, 6), ("concat",)),
     ],
     "nested": [
-        ("stem", "Conv2D", (8, 8, 4)),
-        ("block/block_conv", "Conv2D", (8, 8, 4)),
-        ("block/inner/inner_conv", "Conv2D", (8, 8, 4)),
-        ("block/inner/inner_relu", "Activation", (8, 8, 4)),
-        ("block/block_pool", "MaxPooling2D", (4, 4, 4)),
+        ("stem", "Conv2D", (8, 8, 4), ()),
+        ("block/block_conv", "Conv2D", (8, 8, 4), ("stem",)),
+        ("block/inner/inner_conv", "Conv2D", (8, 8, 4), ("block/block_conv",)),
+        ("block/inner/inner_relu", "Activation", (8, 8, 4), ("block/inner/inner_conv",)),
+        ("block/block_pool", "MaxPooling2D", (4, 4, 4), ("block/inner/inner_relu",)),
     ],
     "shared_layer": [
-        ("shared_conv", "Conv2D", (8, 8, 3)),
-        ("shared_conv@2", "Conv2D", (8, 8, 3)),
-        ("pool", "MaxPooling2D", (4, 4, 3)),
+        ("shared_conv", "Conv2D", (8, 8, 3), ()),
+        ("shared_conv@2", "Conv2D", (8, 8, 3), ("shared_conv",)),
+        ("pool", "MaxPooling2D", (4, 4, 3), ("shared_conv@2",)),
     ],
     "residual_bn_grayscale": [
-        ("stem", "Conv2D", (8, 6, 4)),
-        ("stem_bn", "BatchNormalization", (8, 6, 4)),
-        ("stem_relu", "Activation", (8, 6, 4)),
-        ("res_block/res_conv", "Conv2D", (8, 6, 4)),
-        ("res_block/res_bn", "BatchNormalization", (8, 6, 4)),
-        ("add", "Add", (8, 6, 4)),
-        ("pool", "MaxPooling2D", (4, 3, 4)),
+        ("stem", "Conv2D", (8, 6, 4), ()),
+        ("stem_bn", "BatchNormalization", (8, 6, 4), ("stem",)),
+        ("stem_relu", "Activation", (8, 6, 4), ("stem_bn",)),
+        ("res_block/res_conv", "Conv2D", (8, 6, 4), ("stem_relu",)),
+        ("res_block/res_bn", "BatchNormalization", (8, 6, 4), ("res_block/res_conv",)),
+        ("add", "Add", (8, 6, 4), ("res_block/res_bn", "stem_relu")),
+        ("pool", "MaxPooling2D", (4, 3, 4), ("add",)),
     ],
     "repeated_names": [
-        ("block_a/conv", "Conv2D", (8, 8, 4)),
-        ("block_a/relu", "Activation", (8, 8, 4)),
-        ("block_b/conv", "Conv2D", (8, 8, 4)),
-        ("block_b/relu", "Activation", (8, 8, 4)),
-        ("block_b@2/conv", "Conv2D", (8, 8, 4)),
-        ("block_b@2/relu", "Activation", (8, 8, 4)),
-        ("pool", "MaxPooling2D", (4, 4, 4)),
+        ("block_a/conv", "Conv2D", (8, 8, 4), ()),
+        ("block_a/relu", "Activation", (8, 8, 4), ("block_a/conv",)),
+        ("block_b/conv", "Conv2D", (8, 8, 4), ("block_a/relu",)),
+        ("block_b/relu", "Activation", (8, 8, 4), ("block_b/conv",)),
+        ("block_b@2/conv", "Conv2D", (8, 8, 4), ("block_b/relu",)),
+        ("block_b@2/relu", "Activation", (8, 8, 4), ("block_b@2/conv",)),
+        ("pool", "MaxPooling2D", (4, 4, 4), ("block_b@2/relu",)),
     ],
 }
 
@@ -167,6 +169,15 @@ def build(name: str) -> keras.Model:
 def test_probe_lists_feature_map_layers_in_model_order(name):
     probe = ActivationProbe(build(name))
     assert probe.layers == tuple(FeatureLayer(*layer) for layer in EXPECTED_LAYERS[name])
+    assert probe.all_layers == probe.layers
+
+
+@pytest.mark.parametrize("name", EXPECTED_LAYERS)
+def test_each_layer_knows_the_feature_map_layers_that_feed_it(name):
+    """The graph the layer plan reads (FeatureLayer equality leaves it out)."""
+    probe = ActivationProbe(build(name))
+    assert [(layer.path, layer.inputs) for layer in probe.all_layers] == [
+        (path, inputs) for path, _, _, inputs in EXPECTED_LAYERS[name]]
 
 
 @pytest.mark.parametrize("name", EXPECTED_LAYERS)
@@ -176,7 +187,7 @@ def test_feature_maps_equal_the_layers_own_outputs(name):
     probabilities, feature_maps = ActivationProbe(model)(images)
     expected = REFERENCES[name](model, images)
     assert len(feature_maps) == len(EXPECTED_LAYERS[name])
-    for (path, _, shape), feature_map in zip(EXPECTED_LAYERS[name], feature_maps, strict=True):
+    for (path, _, shape, _), feature_map in zip(EXPECTED_LAYERS[name], feature_maps, strict=True):
         assert feature_map.dtype == np.float32
         assert feature_map.shape == (len(images), *shape)
         np.testing.assert_allclose(feature_map, expected[path], atol=TOLERANCE, err_msg=path)
@@ -238,9 +249,80 @@ def test_layers_that_are_keras_ops_are_replayed_but_not_listed():
     probe = ActivationProbe(model)
     _, (conv_map, pool_map) = probe(images)
 
-    assert [layer.path for layer in probe.layers] == ["conv", "pool"]
+    assert [(layer.path, layer.inputs) for layer in probe.layers] == [("conv", ()), ("pool", ("conv",))]
     np.testing.assert_allclose(pool_map, numpy(cut(model, "pool")(images)), atol=TOLERANCE)
     np.testing.assert_allclose(conv_map, numpy(cut(model, "conv")(images)), atol=TOLERANCE)
+
+
+def test_a_layer_called_with_keyword_arguments_gets_them():
+    """Attention over the image's pixels, called as attention(query=..., value=...)."""
+    keras.utils.set_random_seed(fixture_models.SEED)
+    image = keras.Input((4, 4, 3), name="image")
+    conv = layers.Conv2D(4, 1, name="conv")(image)
+    attention = layers.MultiHeadAttention(num_heads=2, key_dim=2, attention_axes=(1, 2),
+                                          name="attention")
+    attended = attention(query=conv, value=image)
+    flat = layers.Flatten(name="flatten")(attended)
+    model = keras.Model(image, layers.Dense(3, activation="softmax", name="predictions")(flat))
+    images = fixture_models.images(model)
+
+    probe = ActivationProbe(model)
+    probabilities, (conv_map, attention_map) = probe(images)
+
+    assert probe.layers == (FeatureLayer("conv", "Conv2D", (4, 4, 4)),
+                            FeatureLayer("attention", "MultiHeadAttention", (4, 4, 4)))
+    assert probe.layers[1].inputs == ("conv",)  # given as query=
+    np.testing.assert_allclose(attention_map, numpy(attention(query=conv_map, value=images)),
+                               atol=TOLERANCE)
+    np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=TOLERANCE)
+
+
+def test_a_nested_block_with_two_inputs():
+    """A block that takes the features and a skip connection, as in a U-Net."""
+    keras.utils.set_random_seed(fixture_models.SEED)
+    features, skip = keras.Input((8, 8, 4), name="features"), keras.Input((8, 8, 4), name="skip")
+    widened = layers.Conv2D(4, 1, name="widen")(features)
+    merge = layers.Add(name="merge")([widened, skip])
+    block = keras.Model([features, skip], merge, name="skip_block")
+    image = keras.Input((8, 8, 3), name="image")
+    stem = layers.Conv2D(4, 3, padding="same", name="stem")(image)
+    deep = layers.Conv2D(4, 3, padding="same", name="deep")(stem)
+    flat = layers.Flatten(name="flatten")(block([deep, stem]))
+    model = keras.Model(image, layers.Dense(3, activation="softmax", name="predictions")(flat))
+    images = fixture_models.images(model)
+
+    probe = ActivationProbe(model)
+    probabilities, feature_maps = probe(images)
+
+    stem_map = numpy(cut(model, "stem")(images))
+    deep_map = numpy(cut(model, "deep")(images))
+    widened_map = numpy(block.get_layer("widen")(deep_map))
+    expected = {"stem": stem_map, "deep": deep_map, "skip_block/widen": widened_map,
+                "skip_block/merge": widened_map + stem_map}
+    assert [layer.path for layer in probe.layers] == list(expected)
+    for (path, want), got in zip(expected.items(), feature_maps, strict=True):
+        np.testing.assert_allclose(got, want, atol=TOLERANCE, err_msg=path)
+    np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=TOLERANCE)
+
+
+def test_the_probe_adds_no_layer_names_that_clash_with_the_models():
+    """A model saved in another session may have a layer called what Keras names a new model."""
+    keras.utils.set_random_seed(fixture_models.SEED)
+    block = keras.Sequential([layers.Conv2D(4, 1, name="block_conv")], name="block")
+    image = keras.Input((8, 8, 3), name="image")
+    stem = layers.Conv2D(4, 3, padding="same", name="functional")(image)
+    flat = layers.Flatten(name="flatten")(block(stem))
+    model = keras.Model(image, layers.Dense(3, activation="softmax", name="predictions")(flat))
+    keras.backend.clear_session()  # as in a fresh process: the next new model is "functional"
+    assert keras.Model(image, stem).name == "functional"  # (so a clash can happen)
+    keras.backend.clear_session()
+
+    probe = ActivationProbe(model)
+    probabilities, _ = probe(fixture_models.images(model))
+
+    assert [layer.path for layer in probe.layers] == ["functional", "block/block_conv"]
+    np.testing.assert_allclose(probabilities, model.predict(fixture_models.images(model), verbose=0),
+                               atol=TOLERANCE)
 
 
 @pytest.mark.parametrize(("patterns", "paths"), [
@@ -248,7 +330,7 @@ def test_layers_that_are_keras_ops_are_replayed_but_not_listed():
                    "block/block_pool"]),
     (["block/inner/*", "stem"], ["stem", "block/inner/inner_conv", "block/inner/inner_relu"]),
     (["*pool", "*_conv"], ["block/block_conv", "block/inner/inner_conv", "block/block_pool"]),
-    ([], [path for path, _, _ in EXPECTED_LAYERS["nested"]]),
+    ([], [path for path, _, _, _ in EXPECTED_LAYERS["nested"]]),
 ])
 def test_patterns_select_layers_in_model_order(patterns, paths):
     model = fixture_models.nested()
@@ -256,6 +338,25 @@ def test_patterns_select_layers_in_model_order(patterns, paths):
     _, feature_maps = probe(fixture_models.images(model))
     assert [layer.path for layer in probe.layers] == paths
     assert [m.shape[1:] for m in feature_maps] == [layer.output_shape for layer in probe.layers]
+
+
+def test_select_picks_from_every_layer_and_the_maps_follow_model_order():
+    """The layer plan's way in: it sees all layers with their graph and names the ones to show."""
+    model = fixture_models.residual_bn_grayscale()
+    seen = []
+
+    def pick(all_layers):
+        seen.append(all_layers)
+        return ["pool", "res_block/res_conv"]
+
+    probe = ActivationProbe(model, ["stem"], select=pick)
+    _, feature_maps = probe(fixture_models.images(model))
+
+    assert seen == [probe.all_layers]
+    assert [(layer.path, layer.inputs) for layer in seen[0]] == [
+        (path, inputs) for path, _, _, inputs in EXPECTED_LAYERS["residual_bn_grayscale"]]
+    assert [layer.path for layer in probe.layers] == ["res_block/res_conv", "pool"]
+    assert [m.shape[1:] for m in feature_maps] == [(8, 6, 4), (4, 3, 4)]
 
 
 def test_a_pattern_that_matches_nothing_is_a_user_error():
@@ -281,12 +382,12 @@ def feature_map_output() -> keras.Model:
 
 
 def unbuilt_sequential() -> keras.Model:
-    return keras.Sequential([layers.Conv2D(2, 3), layers.Flatten(), layers.Dense(2)])
+    return keras.Sequential([layers.Conv2D(2, 3), layers.Flatten(), layers.Dense(2)], name="unbuilt")
 
 
 class Subclassed(keras.Model):
     def __init__(self):
-        super().__init__()
+        super().__init__(name="averaging")
         self.dense = layers.Dense(2)
 
     def call(self, inputs):
@@ -299,16 +400,39 @@ def subclassed() -> keras.Model:
     return model
 
 
+def image_input_of_shape(shape: tuple[int | None, ...]) -> Callable[[], keras.Model]:
+    def builder() -> keras.Model:
+        image = keras.Input(shape)
+        pooled = layers.GlobalAveragePooling2D()(image) if len(shape) == 3 else layers.Flatten()(image)
+        return keras.Model(image, layers.Dense(2)(pooled))
+    return builder
+
+
+def not_a_fixed_image(shape: str) -> str:
+    return (f"the model's input shape {shape} is not (batch, height, width, channels) with a "
+            "fixed image size")
+
+
 @pytest.mark.parametrize(("builder", "message"), [
-    (two_outputs, "one input and one output; this model has 1 inputs and 2 outputs"),
-    (two_inputs, "one input and one output; this model has 2 inputs and 1 outputs"),
-    (feature_map_output, r"output shape \(None, 6, 6, 2\) is not \(batch, classes\)"),
-    (unbuilt_sequential, "has no input shape yet"),
-    (subclassed, "subclassed Subclassed"),
+    (two_outputs, "reportgen needs an image classifier with one input and one output; "
+                  "this model has 1 inputs and 2 outputs"),
+    (two_inputs, "reportgen needs an image classifier with one input and one output; "
+                 "this model has 2 inputs and 1 outputs"),
+    (feature_map_output, "the model's output shape (None, 6, 6, 2) is not (batch, classes)"),
+    (unbuilt_sequential, "model 'unbuilt' has no input shape yet; give it a keras.Input(...) "
+                         "first layer or call model.build(...) before saving it"),
+    (subclassed, "model 'averaging' is a subclassed Subclassed; reportgen can only look inside "
+                 "Sequential and functional Keras models"),
+    # Grey images without a channel axis, and images of any size (fully convolutional models).
+    (image_input_of_shape((8, 8)), not_a_fixed_image("(None, 8, 8)")),
+    (image_input_of_shape((None, None, 3)), not_a_fixed_image("(None, None, None, 3)")),
+    (image_input_of_shape((None, 8, 3)), not_a_fixed_image("(None, None, 8, 3)")),
+    (image_input_of_shape((8, None, 3)), not_a_fixed_image("(None, 8, None, 3)")),
 ])
 def test_models_that_are_not_image_classifiers_are_user_errors(builder, message):
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError) as refused:
         ActivationProbe(builder())
+    assert str(refused.value) == message
 
 
 def test_images_of_the_wrong_size_are_refused():
@@ -317,12 +441,47 @@ def test_images_of_the_wrong_size_are_refused():
         probe(np.zeros((2, 8, 6, 3), np.float32))
 
 
-def test_an_empty_batch_gives_empty_arrays():
+def test_an_empty_batch_gives_empty_arrays_like_a_full_one():
     probe = ActivationProbe(fixture_models.functional())
     probabilities, feature_maps = probe(np.zeros((0, 8, 8, 3), np.float32))
     assert probabilities.shape == (0, 3)
     assert [m.shape for m in feature_maps] == [(0, 8, 8, 4), (0, 8, 8, 2), (0, 8, 8, 6),
                                                (0, 4, 4, 6)]
+    # float32 as from a full batch, so that joining batches keeps the maps float32
+    assert [probabilities.dtype, *(m.dtype for m in feature_maps)] == [np.float32] * 5
+
+
+def test_maps_are_float32_whatever_the_model_computes_in():
+    image = keras.Input((8, 8, 3), dtype="float64")
+    conv = layers.Conv2D(2, 3, padding="same", name="conv", dtype="float64")(image)
+    flat = layers.Flatten(dtype="float64")(conv)
+    model = keras.Model(image, layers.Dense(2, activation="softmax", dtype="float64")(flat))
+    images = fixture_models.images(model)
+    assert model.predict_on_batch(images).dtype == np.float64  # so the check below can fail
+
+    probabilities, (conv_map,) = ActivationProbe(model)(images)
+
+    assert (probabilities.dtype, conv_map.dtype) == (np.float32, np.float32)
+    np.testing.assert_allclose(probabilities, model.predict_on_batch(images), atol=TOLERANCE)
+    np.testing.assert_allclose(conv_map, numpy(cut(model, "conv")(images)), atol=TOLERANCE)
+
+
+def test_a_model_that_takes_8_bit_pixels_gets_them_as_its_own_predict_does():
+    """Fractional pixels (from a resize) are cut to whole 8-bit values, as Keras does."""
+    keras.utils.set_random_seed(fixture_models.SEED)
+    image = keras.Input((8, 8, 3), dtype="uint8")
+    rescaled = layers.Rescaling(1 / 255, name="rescale")(image)
+    conv = layers.Conv2D(4, 3, padding="same", name="conv")(rescaled)
+    model = keras.Model(image, layers.Dense(2, activation="softmax")(layers.Flatten()(conv)))
+    images = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype(np.float32)
+
+    probabilities, (rescale_map, conv_map) = ActivationProbe(model)(images)
+
+    np.testing.assert_allclose(rescale_map, np.floor(images) / 255, atol=TOLERANCE)
+    assert not np.allclose(rescale_map, images / 255, atol=TOLERANCE)  # the cut shows
+    np.testing.assert_allclose(conv_map, numpy(cut(model, "conv")(images.astype(np.uint8))),
+                               atol=TOLERANCE)
+    np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=TOLERANCE)
 
 
 @dataclass(frozen=True)
@@ -354,3 +513,18 @@ def test_stream_computes_one_batch_at_a_time():
     assert consumed == [0, 3, 6]
     assert [len(item[0].images) for item in rest] == [3, 1]
     assert [item[1].shape for item in rest] == [(3, 3), (1, 3)]
+
+
+def test_stream_feeds_the_probe_what_prepare_makes_of_the_pixels():
+    model = fixture_models.functional()
+    probe = ActivationProbe(model)
+    pixels = fixture_models.images(model, n_images=4) * 255
+
+    [(batch, probabilities, feature_maps)] = stream(probe, [Batch(pixels)], prepare=lambda x: x / 255)
+
+    assert batch.images is pixels  # the batch as it came, pixels untouched
+    expected_probabilities, expected_maps = probe(pixels / 255)
+    np.testing.assert_array_equal(probabilities, expected_probabilities)
+    for feature_map, expected in zip(feature_maps, expected_maps, strict=True):
+        np.testing.assert_array_equal(feature_map, expected)
+    assert not np.allclose(probe(pixels)[0], expected_probabilities)  # so prepare shows
