@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from test_render import parse
+from test_render import _once_per_module_unless_mutating, parse
 from tiny_report import tiny_report
 
 from reportgen import explain, layout
@@ -45,9 +45,17 @@ def first_mistake_cell(report) -> tuple[int, int]:
                 for p, count in enumerate(row) if t != p and count)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=_once_per_module_unless_mutating)
 def site():
     return dict(render_site(explained(tiny_report())))
+
+
+def test_the_explanation_pages_have_their_own_titles(site):
+    def title(page: str) -> str:
+        return re.search(r"<title>(.*?)</title>", site[page].decode()).group(1)
+
+    assert title(layout.LABEL_ERRORS_PAGE) == "Likely label errors · tiny on fixtures"
+    assert title(layout.EMBEDDING_PAGE) == "Embedding map · tiny on fixtures"
 
 
 def test_every_link_resolves_including_the_svg_points(site):

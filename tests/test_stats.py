@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reportgen.stats import TOP_K, LayerStats, LayerStatsAccumulator
+from reportgen.stats import MEAN_REL_TOL, TOP_K, LayerStats, LayerStatsAccumulator
 
 N_CLASSES = 5
 PRESENT_CLASSES = (0, 2, 3)  # classes 1 and 4 have no images
@@ -318,6 +318,24 @@ def test_differences_name_each_field_and_its_values():
     assert lines(top=channel.top[::-1]) == [
         f"channel 4: top {[t.path for t in channel.top]} != {[t.path for t in channel.top[::-1]]} "
         "(or their labels, scores or maps differ)"]
+
+
+@pytest.mark.parametrize("mean", [0.5, 1.5, 10.0])
+def test_std_is_compared_within_rel_tol_of_the_means_size_or_of_1(mean):
+    """A spread of values about their mean: absolute rounding scales with the mean (at least 1)."""
+    feature_maps, labels, paths = make_layer(seed=13, n_images=12)
+    stats = accumulate(feature_maps, labels, paths).result()
+    base = dataclasses.replace(stats.channels[4], mean=mean, std=0.25)
+    allowed = MEAN_REL_TOL * max(1.0, mean)
+
+    def lines(std: float) -> list[str]:
+        def with_channel(channel):
+            return dataclasses.replace(stats, channels=(*stats.channels[:4], channel,
+                                                        *stats.channels[5:]))
+        return with_channel(base).differences(with_channel(dataclasses.replace(base, std=std)))
+
+    assert lines(0.25 + 0.9 * allowed) == []
+    assert lines(0.25 + 1.1 * allowed) == [f"channel 4: std (0.25,) != ({0.25 + 1.1 * allowed},)"]
 
 
 def test_selectivity_near_zero_is_compared_with_an_absolute_tolerance():
