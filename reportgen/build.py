@@ -75,6 +75,7 @@ class BuildOptions:
     title: str | None = None
     explain: bool = True  # Grad-CAM, calibration, label quality, embedding (reportgen.explain)
     cam_layer: str | None = None  # None: the last feature-map layer larger than 1x1
+    embedding: str = "pca"  # the embedding map's method: reportgen.explain.EMBEDDING_METHODS
     site_url: str | None = None  # where the site will be published, ending in "/" (publish.site_url)
     generate_missing_data: bool = False
     train: TrainOptions = field(default_factory=TrainOptions)
@@ -486,7 +487,8 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
                 explain_started = time.perf_counter()
                 explanations = _explain(grad_cam, test, contract, true_labels,
                                         statistics.probabilities, image_slugs,
-                                        list(class_names), site, memory.batch_size)
+                                        list(class_names), site, memory.batch_size,
+                                        options.embedding)
                 stage_seconds["explain"] = time.perf_counter() - explain_started
             metrics = compute_metrics(true_labels, predicted, len(class_names))
             best_val = max(history.val_accuracy) if history and history.val_accuracy else None
@@ -542,7 +544,8 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
 
 
 def _explain(grad_cam, test, contract, true_labels: np.ndarray, probabilities: np.ndarray,
-             image_slugs: list[str], class_names: list[str], site: SiteWriter, batch_size: int):
+             image_slugs: list[str], class_names: list[str], site: SiteWriter, batch_size: int,
+             embedding_method: str):
     """Grad-CAM for every test image in a second taped pass, overlays written on the way."""
     from reportgen import overlays
     from reportgen.explain import explain_test_set
@@ -560,7 +563,8 @@ def _explain(grad_cam, test, contract, true_labels: np.ndarray, probabilities: n
 
     # The memory plan's batch: the tape holds about what the probe's maps take.
     explanations = explain_test_set(grad_cam, iter_batches(test, contract.spec, batch_size),
-                                    contract.prepare, true_labels, probabilities, draw)
+                                    contract.prepare, true_labels, probabilities, draw,
+                                    embedding_method)
     from reportgen.render_explain import cam_cells_shown
 
     class_slugs = _unique_slugs(class_names)
