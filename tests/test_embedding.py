@@ -14,9 +14,9 @@ from reportgen.errors import UserError
 
 def clusters(n_per_class: int, n_classes: int = 3, width: int = 64, seed: int = 0):
     """Features in ``n_classes`` tight, far-apart clusters (wider than TSNE_INPUT_DIMENSIONS,
-    so the PCA reduction runs too), rows of the classes interleaved; and their labels."""
+    so the PCA reduction runs too), rows of the classes in random order; and their labels."""
     rng = np.random.default_rng(seed)
-    labels = np.tile(np.arange(n_classes), n_per_class)
+    labels = rng.permutation(np.tile(np.arange(n_classes), n_per_class))
     centres = rng.normal(scale=10.0, size=(n_classes, width))
     return centres[labels] + rng.normal(size=(len(labels), width)), labels
 
