@@ -183,6 +183,10 @@ def sections(cnn_images: int = 512, mobilenet_images: int = 256) -> list[str]:
         f"image per tape, one map: the top class), on the first {ONE_AT_A_TIME_IMAGES} of "
         "the images.",
         "",
+        "A build's one taped pass (`GradCam.forward`, `reportgen.pipeline`) is also its "
+        "forward pass, so there Grad-CAM's extra time per image is about the difference of "
+        "the two columns; the ratio is the standalone pass's, an upper bound.",
+        "",
         "| model | input | CAM layer | images | forward pass ms/image | batched Grad-CAM "
         f"ms/image | batched ÷ forward (target ≤ {GRAD_CAM_RATIO_TARGET}) | one at a time "
         "ms/image | one at a time ÷ batched |",
