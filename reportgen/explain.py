@@ -322,7 +322,7 @@ def entropy(probabilities: np.ndarray) -> np.ndarray:
 # -- embedding -------------------------------------------------------------------------------
 
 EMBEDDING_METHODS = ("pca", "tsne")
-TSNE_MIN_POINTS = 4  # fewer, and perplexity (< points / 3) leaves t-SNE nothing to balance
+TSNE_MIN_POINTS = 4  # below, perplexity ((points - 1) / 3) is under one neighbour
 TSNE_MAX_PERPLEXITY = 30.0  # scikit-learn's default, where there are enough points
 TSNE_INPUT_DIMENSIONS = 50  # scikit-learn's advice: reduce wide features by PCA first
 TSNE_RANDOM_STATE = 0
@@ -382,8 +382,8 @@ def require_tsne() -> None:
 
 
 def tsne_perplexity(n_points: int) -> float:
-    """scikit-learn's default 30 where there are enough points; below, a third of them
-    (perplexity must stay under the number of points)."""
+    """scikit-learn's default 30, or (points - 1) / 3 below 91 points (it meets 30 there):
+    perplexity must stay well under the number of points."""
     return min(TSNE_MAX_PERPLEXITY, (n_points - 1) / 3)
 
 
