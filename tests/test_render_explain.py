@@ -137,14 +137,12 @@ def test_the_map_says_which_method_drew_it(site, monkeypatch):
 
     from reportgen import render_explain
 
-    sample = np.array([0, 1, 2, 4])  # as the build's two calls of even_sample agree
-    for module in (explain, render_explain):
-        monkeypatch.setattr(module, "even_sample", lambda labels: sample)
-    report = tiny_report()
-    labels = np.array([image.true_label for image in report.images])
-    features = np.random.default_rng(1).normal(size=(len(labels), 5))
-    rendered = dict(render_site(with_embedding(report, explain.embed_2d(features, labels,
-                                                                         "tsne"))))
+    sample = np.array([0, 1, 2, 4])
+    monkeypatch.setattr(render_explain, "even_sample", lambda labels: sample)
+    coordinates = np.full((6, 2), np.nan)  # what embed_2d gives for that sample
+    coordinates[sample] = np.random.default_rng(1).normal(size=(len(sample), 2))
+    embedding = explain.Embedding(coordinates, None, "tsne", perplexity=1.0)
+    rendered = dict(render_site(with_embedding(tiny_report(), embedding)))
     page = rendered[layout.EMBEDDING_PAGE].decode()
     assert "<h1>Embedding map: t-SNE</h1>" in page
     assert 'aria-label="embedding map drawn by t-SNE' in page
