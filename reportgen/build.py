@@ -273,6 +273,10 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
     stage_seconds: dict[str, float] = {}
     generated_at = _generated_at()
     palette = drawing.colormap_palette(options.colormap)
+    if options.explain and options.embedding == "tsne":  # before the pass, not after an hour of it
+        from reportgen.explain import require_tsne
+
+        require_tsne()
     dataset = prepare_data(options, echo)
     check_target(options.out, [dataset.root])  # refuse a bad --out before minutes of training
     obtained = obtain_model(options, dataset, echo)

@@ -267,10 +267,6 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
                         "class folders")
     if site_url is not None:
         site_url = checked_site_url(site_url)
-    if explain and embedding == "tsne":  # before the pass, not after an hour of it
-        from reportgen.explain import require_tsne
-
-        require_tsne()
     from reportgen.build import BuildOptions
     from reportgen.build import build as build_site
     _install_sigterm_handler()
