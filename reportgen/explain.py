@@ -23,6 +23,7 @@ with another activation would have to rebuild nested models and shared layers.
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -70,9 +71,15 @@ def default_cam_layer(layers: Sequence[FeatureLayer]) -> FeatureLayer:
 
 
 class GradCam:
-    """Grad-CAM maps, classifier features and CAM-layer channel means for batches of images."""
+    """Grad-CAM maps, classifier features and CAM-layer channel means for batches of images.
 
-    def __init__(self, model, cam_layer: str | None = None):
+    With ``layers`` (feature-map layer paths, as the probe names them) it is also the build's
+    one forward pass: ``forward`` returns the probabilities and those layers' maps from the
+    same traced call that takes the gradients, so no image goes through the network twice
+    to be both measured and explained.
+    """
+
+    def __init__(self, model, cam_layer: str | None = None, layers: Sequence[str] = ()):
         import tensorflow as tf
 
         from reportgen.activations import FeatureLayer, _image_input, _replay
@@ -94,43 +101,75 @@ class GradCam:
         output = replay.outputs[0]
         classifier, args = found.get("classifier") or (None, ())
         if found.get("logits") is None:
-            logits, features = keras.ops.log(output + 1e-12), output
+            logits = _applied(lambda p: keras.ops.log(p + 1e-12), "log_probability")(output)
+            features, probabilities = output, output
             self.target, self.embedding_layer = "log_probability", "probabilities"
-        elif any(layer is classifier for layer in model.layers):
-            logits, features = output, args[0]
-            self.target, self.embedding_layer = "logit", classifier.name
-        else:  # the classifier is inside a nested model: its input is not in this graph
-            logits, features = output, output
-            self.target, self.embedding_layer = "logit", f"{final.name} (its logits)"
-        layers = [FeatureLayer(t.path, t.type_name, tuple(int(n) for n in t.output.shape[1:]))
-                  for t in replay.taps]
-        if cam_layer is None:
-            self.layer = default_cam_layer(layers)
         else:
-            matches = [layer for layer in layers if layer.path == cam_layer]
+            # The output layer's own activation on the logits: the same operations as its
+            # call (a Dense is matmul, add, activation), so the same numbers, bit for bit.
+            probabilities = _activate(final, output)
+            if any(layer is classifier for layer in model.layers):
+                logits, features = output, args[0]
+                self.target, self.embedding_layer = "logit", classifier.name
+            else:  # the classifier is inside a nested model: its input is not in this graph
+                logits, features = output, output
+                self.target, self.embedding_layer = "logit", f"{final.name} (its logits)"
+        layers_found = [FeatureLayer(t.path, t.type_name, tuple(int(n) for n in t.output.shape[1:]))
+                        for t in replay.taps]
+        if cam_layer is None:
+            self.layer = default_cam_layer(layers_found)
+        else:
+            matches = [layer for layer in layers_found if layer.path == cam_layer]
             if not matches:
-                shown = ", ".join(layer.path for layer in layers) or "(none)"
+                shown = ", ".join(layer.path for layer in layers_found) or "(none)"
                 raise UserError(f"--cam-layer {cam_layer!r} is not a feature-map layer of the "
                                 f"model; they are: {shown}")
             self.layer = matches[0]
-        tap = replay.taps[layers.index(self.layer)]
+        tap = replay.taps[layers_found.index(self.layer)]
+        by_path = {t.path: t for t in replay.taps}
+        missing = [path for path in layers if path not in by_path]
+        if missing:
+            raise ValueError(f"not feature-map layers of the model: {missing}")
+        self.layers = tuple(layer for layer in layers_found if layer.path in set(layers))
+        shown_taps = [by_path[layer.path] for layer in self.layers]
         self._image_dtype = image_input.dtype
+        self._n_classes = int(output.shape[1])
         self._model = keras.Model(image_input, [tap.output, features, logits],
                                   name=f"{model.name}_gradcam")
+        self._forward_model = keras.Model(
+            image_input, [probabilities, tap.output, features, logits,
+                          *(t.output for t in shown_taps)], name=f"{model.name}_forward")
         # One trace for every batch size (the last batch is usually smaller).
-        self._step = tf.function(self._maps, input_signature=[
-            tf.TensorSpec((None, *image_input.shape[1:]), image_input.dtype),
-            tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.int32)])
+        image_spec = tf.TensorSpec((None, *image_input.shape[1:]), image_input.dtype)
+        labels_spec = tf.TensorSpec((None,), tf.int32)
+        self._step = tf.function(self._maps, input_signature=[image_spec, labels_spec,
+                                                               labels_spec])
+        self._forward_step = tf.function(self._forward, input_signature=[image_spec,
+                                                                         labels_spec])
 
     def _maps(self, images, predicted, true):
         import tensorflow as tf
 
         with tf.GradientTape(persistent=True) as tape:
             feature_maps, features, logits = self._model(images, training=False)
-            predicted_score = tf.reduce_sum(tf.gather(logits, predicted, batch_dims=1))
-            true_score = tf.reduce_sum(tf.gather(logits, true, batch_dims=1))
+            scores = _class_scores(logits, predicted, true)
+        return self._cams(tape, feature_maps, features, scores)
+
+    def _forward(self, images, true):
+        import tensorflow as tf
+
+        with tf.GradientTape(persistent=True) as tape:
+            probabilities, feature_maps, features, logits, *shown = self._forward_model(
+                images, training=False)
+            scores = _class_scores(logits, _first_argmax(probabilities), true)
+        return (probabilities, *self._cams(tape, feature_maps, features, scores), *shown)
+
+    @staticmethod
+    def _cams(tape, feature_maps, features, scores):
+        import tensorflow as tf
+
         maps = []
-        for score in (predicted_score, true_score):
+        for score in scores:
             gradients = tape.gradient(score, feature_maps)
             if gradients is None:  # the layer does not lead to the output
                 gradients = tf.zeros_like(feature_maps)
@@ -147,6 +186,68 @@ class GradCam:
                 images, np.asarray(predicted, np.int32), np.asarray(true, np.int32)))
         return CamBatch(normalise_maps(predicted_raw), normalise_maps(true_raw), features,
                         channel_means)
+
+    def forward(self, images: np.ndarray, true: np.ndarray
+                ) -> tuple[np.ndarray, list[np.ndarray], CamBatch]:
+        """One taped pass: (probabilities, the ``layers``' maps, Grad-CAM of each image's
+        predicted class, the first of equal maxima, and of its ``true`` class)."""
+        images = np.asarray(images, dtype=self._image_dtype)
+        probabilities, predicted_raw, true_raw, features, channel_means, *shown = (
+            np.asarray(x, dtype=np.float32)
+            for x in self._forward_step(images, np.asarray(true, np.int32)))
+        return probabilities, shown, CamBatch(normalise_maps(predicted_raw),
+                                              normalise_maps(true_raw), features, channel_means)
+
+
+def _class_scores(logits, predicted, true):
+    """The batch's summed logits of the predicted and of the true classes: in inference mode
+    images do not interact, so the gradient of a sum is every image's own gradient."""
+    import tensorflow as tf
+
+    return (tf.reduce_sum(tf.gather(logits, predicted, batch_dims=1)),
+            tf.reduce_sum(tf.gather(logits, true, batch_dims=1)))
+
+
+def _first_argmax(probabilities):
+    """numpy's argmax in the graph: the first of equal maxima (tf.argmax leaves ties open)."""
+    import tensorflow as tf
+
+    classes = tf.range(tf.shape(probabilities)[1], dtype=tf.int32)
+    is_max = tf.equal(probabilities, tf.reduce_max(probabilities, axis=1, keepdims=True))
+    return tf.reduce_min(tf.where(is_max, classes, tf.int32.max), axis=1)
+
+
+def _activate(final, logits):
+    """The output layer's activation on ``logits``: what it returns from its pre-activation."""
+    from reportgen.keras_import import keras
+
+    if isinstance(final, keras.layers.Dense):
+        return _applied(final.activation, f"{final.name}_activation")(logits)
+    return final(logits)  # a Softmax or Activation layer holds no weights: called again
+
+
+def _dense_logits(dense):
+    """A Dense layer's pre-activation from its own weights, as its call computes it."""
+    from reportgen.keras_import import keras
+
+    def logits(features):
+        product = keras.ops.matmul(features, dense.kernel)
+        return keras.ops.add(product, dense.bias) if dense.use_bias else product
+
+    return logits
+
+
+def _applied(function, name: str):
+    """``function`` as a layer named ``reportgen_<name>``: keras.ops called on symbolic tensors
+    become graph operations with default names ("add", "log") that can clash with the model's
+    own layers of that name."""
+    from reportgen.keras_import import keras
+
+    class Applied(keras.layers.Layer):
+        def call(self, inputs):
+            return function(inputs)
+
+    return Applied(name=f"reportgen_{name}")
 
 
 def _output_layer(model):
@@ -169,10 +270,8 @@ def _pre_softmax(operation, args, calls: dict[int, tuple]) -> tuple:
     from reportgen.keras_import import keras
 
     if isinstance(operation, keras.layers.Dense):
-        logits = keras.ops.matmul(args[0], operation.kernel)
-        if operation.use_bias:
-            logits = logits + operation.bias
-        return logits, (operation, args)
+        return _applied(_dense_logits(operation), f"{operation.name}_logits")(args[0]), \
+            (operation, args)
     if _is_softmax(operation):
         producer = calls.get(id(args[0]))
         is_dense = producer is not None and isinstance(producer[0], keras.layers.Dense)
@@ -243,32 +342,114 @@ def entropy(probabilities: np.ndarray) -> np.ndarray:
 
 # -- embedding -------------------------------------------------------------------------------
 
+EMBEDDING_METHODS = ("pca", "tsne")
+TSNE_MIN_POINTS = 4  # below, perplexity ((points - 1) / 3) is under one neighbour
+TSNE_MAX_PERPLEXITY = 30.0  # scikit-learn's default, where there are enough points
+TSNE_INPUT_DIMENSIONS = 50  # scikit-learn's advice: reduce wide features by PCA first
+TSNE_RANDOM_STATE = 0
+
+
 @dataclass(frozen=True)
 class Embedding:
-    coordinates: np.ndarray  # (n, 2)
-    explained_variance: tuple[float, float]  # share of the total variance on each axis
+    coordinates: np.ndarray  # (n, 2); NaN for an image a t-SNE map leaves out (even_sample)
+    explained_variance: tuple[float, float] | None  # PCA: each axis's share of the variance
+    method: str = "pca"  # what drew the map: "pca" or "tsne"
+    perplexity: float | None = None  # t-SNE's
+    fallback: str | None = None  # why PCA drew a map that t-SNE was asked for
 
 
-def pca_2d(features: np.ndarray) -> Embedding:
-    """The first two principal components, by SVD of the centred features.
+def _principal_axes(x: np.ndarray, k: int) -> tuple[np.ndarray, list[float]]:
+    """(n, k) coordinates on the first ``k`` principal components of the rows of ``x`` (zeros
+    beyond its rank) and each one's share of the total variance.
 
     Signs are fixed so that each axis's largest-magnitude coordinate is positive (as
     scikit-learn's svd_flip), so the picture does not flip between equal builds.
     """
-    x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
-    coordinates = np.zeros((len(x), 2))
-    shares = [0.0, 0.0]
+    coordinates = np.zeros((len(x), k))
+    shares = [0.0] * k
     if len(x) >= 2:
         centred = x - x.mean(axis=0)
         u, s, _ = np.linalg.svd(centred, full_matrices=False)
         total = float((s ** 2).sum())
-        for axis in range(min(2, len(s))):
+        for axis in range(min(k, len(s))):
             column = u[:, axis] * s[axis]
             if column[np.argmax(np.abs(column))] < 0:
                 column = -column
             coordinates[:, axis] = column
             shares[axis] = float(s[axis] ** 2 / total) if total > 0 else 0.0
+    return coordinates, shares
+
+
+def _rows(features: np.ndarray) -> np.ndarray:
+    """Each image's features as one float64 row (an empty set too)."""
+    x = np.asarray(features, dtype=np.float64)
+    return x.reshape(len(x), math.prod(x.shape[1:]))
+
+
+def pca_2d(features: np.ndarray) -> Embedding:
+    """The first two principal components, by SVD of the centred features."""
+    x = _rows(features)
+    coordinates, shares = _principal_axes(x, 2)
     return Embedding(coordinates, (shares[0], shares[1]))
+
+
+def require_tsne() -> None:
+    """Raise a UserError naming the extra when scikit-learn, which draws t-SNE maps, is missing."""
+    try:
+        import sklearn.manifold  # noqa: F401
+    except ImportError:
+        raise UserError("--embedding tsne needs scikit-learn, which is not installed: "
+                        "pip install 'reportgen[tsne]'") from None
+
+
+def tsne_perplexity(n_points: int) -> float:
+    """scikit-learn's default 30, or (points - 1) / 3 below 91 points (it meets 30 there):
+    perplexity must stay well under the number of points."""
+    return min(TSNE_MAX_PERPLEXITY, (n_points - 1) / 3)
+
+
+def tsne_2d(features: np.ndarray) -> Embedding:
+    """t-SNE (scikit-learn, Barnes-Hut) of at least ``TSNE_MIN_POINTS`` rows; deterministic:
+    PCA initialisation and a fixed random state. Features wider than
+    ``TSNE_INPUT_DIMENSIONS`` are first reduced to that many principal components."""
+    require_tsne()
+    from sklearn.manifold import TSNE
+
+    x = _rows(features)
+    if x.shape[1] > TSNE_INPUT_DIMENSIONS:
+        x, _ = _principal_axes(x, TSNE_INPUT_DIMENSIONS)
+    perplexity = tsne_perplexity(len(x))
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
+                random_state=TSNE_RANDOM_STATE)
+    return Embedding(tsne.fit_transform(x).astype(np.float64), None, "tsne", perplexity)
+
+
+def embed_2d(features: np.ndarray, labels: np.ndarray, method: str = "pca") -> Embedding:
+    """The embedding map's coordinates for every image, by ``method`` (EMBEDDING_METHODS).
+
+    PCA projects every image. t-SNE costs far more per point, so it maps only the images the
+    map shows (``even_sample``) and leaves the others NaN. Under ``TSNE_MIN_POINTS`` images,
+    or when the features do not vary, PCA draws the map instead and ``fallback`` says why.
+    """
+    if method == "pca":
+        return pca_2d(features)
+    if method != "tsne":
+        raise ValueError(f"unknown embedding method {method!r}; one of {EMBEDDING_METHODS}")
+    shown = even_sample(labels)
+    sample = _rows(features)[shown]
+    fallback = None
+    if len(shown) < TSNE_MIN_POINTS:
+        fallback = f"t-SNE needs at least {TSNE_MIN_POINTS} images and there are {len(shown)}"
+    elif not np.ptp(sample, axis=0).any():  # t-SNE's PCA start would divide by zero
+        fallback = "every image has the same features, which t-SNE cannot spread out"
+    if fallback is not None:
+        pca = pca_2d(features)
+        return Embedding(pca.coordinates, pca.explained_variance,
+                         fallback=f"{fallback}, so PCA drew this map")
+    mapped = tsne_2d(sample)
+    coordinates = np.full((len(labels), 2), np.nan)
+    coordinates[shown] = mapped.coordinates
+    return Embedding(coordinates, None, "tsne", mapped.perplexity)
 
 
 def even_sample(labels: np.ndarray, max_points: int = EMBEDDING_MAX_POINTS) -> np.ndarray:
@@ -340,42 +521,21 @@ class Explanations:
     confusion_channels: tuple  # confusion_channels(...) on the CAM layer
 
 
-def explain_test_set(cam: GradCam, batches, prepare, true_labels: np.ndarray,
-                     probabilities: np.ndarray, on_batch=None) -> Explanations:
-    """Grad-CAM of every test image (one taped pass per batch) and the statistics around it.
-
-    ``batches`` yields objects with ``images`` (0-255 pixels) in test-set order; ``prepare``
-    turns them into the model's input; ``on_batch(start, images, cam_batch)`` sees each batch
-    (the build draws overlays there).
-    """
+def summarise(cam: GradCam, cam_maps: dict, true_labels: np.ndarray,
+              probabilities: np.ndarray, embedding_method: str = "pca") -> Explanations:
+    """The explanations of the test set from every image's Grad-CAM (``GradCam.forward``'s
+    arrays, stacked in test-set order: predicted_maps, true_maps, features, channel_means);
+    ``embedding_method`` is ``embed_2d``'s."""
     n_classes = probabilities.shape[1]
     predicted = probabilities.argmax(axis=1)
-    n_images = len(true_labels)
-    height, width, channels = cam.layer.output_shape
-    maps = np.zeros((n_images, height, width), np.float32)
-    true_maps = np.zeros_like(maps)
-    channel_means = np.zeros((n_images, channels), np.float32)
-    features = None
-    start = 0
-    for batch in batches:
-        end = start + len(batch.images)
-        result = cam(prepare(batch.images), predicted[start:end], true_labels[start:end])
-        maps[start:end], true_maps[start:end] = result.predicted_maps, result.true_maps
-        channel_means[start:end] = result.channel_means
-        if features is None:
-            features = np.zeros((n_images, result.features.shape[1]), np.float32)
-        features[start:end] = result.features
-        if on_batch is not None:
-            on_batch(start, batch.images, result)
-        start = end
-    if features is None:
-        features = np.zeros((n_images, 0), np.float32)
+    maps, true_maps = cam_maps["predicted_maps"], cam_maps["true_maps"]
     return Explanations(
         cam_layer=cam.layer.path, cam_target=cam.target, cam_maps=maps, cam_true_maps=true_maps,
         label_quality=label_quality(probabilities, true_labels),
         entropy=entropy(probabilities),
-        embedding_layer=cam.embedding_layer, embedding=pca_2d(features),
+        embedding_layer=cam.embedding_layer,
+        embedding=embed_2d(cam_maps["features"], true_labels, embedding_method),
         calibration=calibration(probabilities, true_labels),
         cell_means=cell_mean_maps(maps, true_labels, predicted),
         class_means=mean_maps(true_maps, true_labels, n_classes),
-        confusion_channels=confusion_channels(channel_means, true_labels, predicted))
+        confusion_channels=confusion_channels(cam_maps["channel_means"], true_labels, predicted))
