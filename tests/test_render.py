@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -254,6 +255,18 @@ def test_a_checkout_reads_the_templates_beside_the_package(tmp_path, monkeypatch
     package.mkdir(parents=True)
     monkeypatch.setattr(render, "__file__", str(package / "render.py"))
     assert render.templates_dir() == tmp_path / "checkout" / "templates"
+
+
+def test_slugs_are_readable_ascii_of_at_most_40_characters_then_a_hash():
+    digest = hashlib.sha256
+    long_name = "a" * 39 + " b" + "c" * 10  # the 40th character is a separator
+
+    assert slugify(" Café crème! ") == "cafe-creme-" + digest(" Café crème! ".encode()).hexdigest()[:12]
+    assert slugify(long_name) == "a" * 39 + "-" + digest(long_name.encode()).hexdigest()[:12]
+    assert slugify("b" * 50).startswith("b" * 40 + "-")
+    assert slugify("!" + "b" * 50).startswith("b" * 40 + "-")  # separators never count
+    assert len(slugify("b" * 50)) == 40 + 1 + 12
+    assert slugify("猫") == digest("猫".encode()).hexdigest()[:12]  # nothing readable: the hash alone
 
 
 def test_no_history_says_so():
