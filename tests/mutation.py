@@ -137,7 +137,7 @@ EQUIVALENT: dict[str, str] = {
     "reportgen.stats.x__reject_repeated_paths__mutmut_17": (
         "a repeated path is there at least twice, so the second match names the same path"),
     "reportgen.data.x__high_depth_to_unit__mutmut_2": (
-        "float64 values become the same 'F' image; _to_unit_float reads it as float32 again"),
+        "float64 values become the same 'F' image (Pillow holds F as float32), which _to_pixels reads"),
     "reportgen.data.x__high_depth_to_unit__mutmut_6": HIGH_DEPTH_RANGE,
     "reportgen.data.x__high_depth_to_unit__mutmut_7": HIGH_DEPTH_RANGE,
     "reportgen.data.x__high_depth_to_unit__mutmut_14": HIGH_DEPTH_RANGE,
