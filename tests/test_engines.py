@@ -1,0 +1,261 @@
+"""Engines: a pass's shards in this process or on a Dask cluster, merged the same way.
+
+The toy plans and tasks are in engine_tasks.py, a module Dask workers can import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import engine_tasks as toy
+import pytest
+
+from reportgen.engines import DaskEngine, LocalEngine, fold_in_order, make_engine
+from reportgen.errors import UserError
+
+TESTS = Path(__file__).resolve().parent
+SHARD_SIZES = (1, 3, 4, 23)  # one image a shard, uneven, even, a single shard
+N_ITEMS = 23
+
+
+def toy_plan(folder: Path, **changes) -> toy.ToyPlan:
+    staging = folder / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    return toy.ToyPlan(staging=staging, kill_marker=folder / "killed", **changes)
+
+
+def expected_offsets(plan: toy.ToyPlan) -> list[tuple[int, int]]:
+    return [(index, index + plan.offset) for index in range(N_ITEMS)]
+
+
+def openings(plan: toy.ToyPlan) -> dict[str, int]:
+    """How often each process opened a worker."""
+    return {log.name: log.read_text().count("opened") for log in (plan.staging / "opened").iterdir()}
+
+
+def test_fold_in_order_merges_neighbours_along_a_balanced_tree():
+    assert fold_in_order("0", toy.parenthesize) == "0"
+    assert fold_in_order("012", toy.parenthesize) == "((0+1)+2)"
+    assert fold_in_order("0123456", toy.parenthesize) == "((0+1)+(2+3))+((4+5)+6)".join("()")
+    assert fold_in_order(list(map(str, range(9))), toy.parenthesize) == (
+        "((((0+1)+(2+3))+((4+5)+(6+7)))+8)")
+
+
+def test_fold_in_order_of_nothing_is_an_error():
+    with pytest.raises(ValueError, match="no shards"):
+        fold_in_order([], toy.parenthesize)
+
+
+def test_local_engine_merges_in_shard_order_and_opens_its_worker_once(tmp_path, capsys):
+    plan = toy_plan(tmp_path)
+    with LocalEngine(plan, toy.open_toy_worker) as engine:
+        for size in SHARD_SIZES:
+            shards = toy.shard_shards(N_ITEMS, size)
+            assert engine.map_reduce(toy.offset_indices, shards, toy.concatenate,
+                                     label="Toy pass") == expected_offsets(plan)
+    assert openings(plan) == {str(os.getpid()): 1}
+    assert "Toy pass" in capsys.readouterr().err
+
+
+def test_local_engine_counts_images_not_shards_on_its_bar(tmp_path, monkeypatch):
+    import reportgen.engines
+
+    counted = []
+
+    class RecordingBar:
+        def __init__(self, length, label):
+            counted.append(("length", length))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            pass
+
+        def update(self, n):
+            counted.append(("update", n))
+
+    monkeypatch.setattr(reportgen.engines, "_progressbar", RecordingBar)
+    with LocalEngine(toy_plan(tmp_path), toy.open_toy_worker) as engine:
+        engine.map_reduce(toy.offset_indices, toy.shard_shards(N_ITEMS, 10), toy.concatenate,
+                          label="Toy pass", count=lambda shard: 2 * len(shard.indices))
+    assert counted == [("length", 46), ("update", 20), ("update", 20), ("update", 6)]
+
+
+def test_the_dask_engine_without_the_extra_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` fails
+    with pytest.raises(UserError, match=r"pip install 'reportgen\[dask\]'"), \
+            DaskEngine(toy_plan(tmp_path), toy.open_toy_worker, workers=1):
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_scheduler_is_one_line_naming_it(tmp_path):
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    engine = DaskEngine(toy_plan(tmp_path), toy.open_toy_worker, scheduler=address,
+                        connect_timeout_s=1)
+    with pytest.raises(UserError, match="cannot reach the Dask scheduler at " + address) as raised, \
+            engine:
+        pass
+    assert "\n" not in str(raised.value)
+    assert engine.client is None
+
+
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("local", {"workers": 2}, "go with --engine dask"),
+    ("local", {"scheduler": "tcp://127.0.0.1:8786"}, "go with --engine dask"),
+    ("dask", {"workers": 2, "scheduler": "tcp://127.0.0.1:8786"}, "only one of them"),
+    ("dask", {"workers": 0}, "at least 1"),
+    ("spark", {}, "unknown engine"),
+])
+def test_engine_options_that_do_not_go_together(tmp_path, name, options, message):
+    with pytest.raises(UserError, match=message):
+        make_engine(name, toy_plan(tmp_path), toy.open_toy_worker, **options)
+
+
+@pytest.fixture(scope="module")
+def local_cluster(tmp_path_factory):
+    """A DaskEngine on a LocalCluster of 2 worker processes, for the module's toy plan."""
+    plan = toy_plan(tmp_path_factory.mktemp("cluster"))
+    with DaskEngine(plan, toy.open_toy_worker, workers=2, read_paths=[TESTS],
+                    write_folder=plan.staging) as engine:
+        yield engine
+
+
+@pytest.mark.slow
+def test_dask_gives_the_local_result_for_any_shard_split(local_cluster, tmp_path):
+    plan = local_cluster.plan
+    with LocalEngine(toy_plan(tmp_path), toy.open_toy_worker) as local:
+        for size in SHARD_SIZES:
+            shards = toy.shard_shards(N_ITEMS, size)
+            assert local_cluster.map_reduce(toy.offset_indices, shards, toy.concatenate,
+                                            label="Toy pass") == expected_offsets(plan)
+            # The merge tree itself, spelled out by a merge that is neither commutative nor
+            # associative: the same pairs whichever worker finished first.
+            assert (local_cluster.map_reduce(toy.shard_name, shards, toy.parenthesize, label="Tree")
+                    == local.map_reduce(toy.shard_name, shards, toy.parenthesize, label="Tree"))
+    written = sorted(path.name for path in plan.staging.glob("shard-*.txt"))
+    assert written == sorted(f"shard-{number}.txt" for number in range(N_ITEMS))
+
+
+@pytest.mark.slow
+def test_dask_workers_open_once_each_and_share_the_cores(local_cluster):
+    from reportgen.engines import _local_cores
+
+    ran = local_cluster.map_reduce(toy.process_id, toy.shard_shards(N_ITEMS, 1), toy.concatenate,
+                                   label="Which process")
+    assert [number for number, *_ in ran] == list(range(N_ITEMS))
+    processes = {pid for _, pid, _, _ in ran}
+    assert os.getpid() not in processes
+    opened = openings(local_cluster.plan)
+    assert all(opened[str(pid)] == 1 for pid in processes)
+    threads = str(max(1, _local_cores() // 2))
+    assert {(intra, inter) for _, _, intra, inter in ran} == {(threads, threads)}
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_pass_changes_nothing(local_cluster):
+    plan = local_cluster.plan
+    assert not plan.kill_marker.exists()
+    merged = local_cluster.map_reduce(toy.kill_first_time, toy.shard_shards(N_ITEMS, 2),
+                                      toy.concatenate, label="Killing pass")
+    assert plan.kill_marker.exists()  # the worker did die
+    killed = plan.kill_marker.read_text()
+    assert merged == expected_offsets(plan)
+    # Its replacement opened its own worker, once.
+    assert all(count == 1 for count in openings(plan).values())
+    assert killed in openings(plan)
+
+
+@pytest.mark.slow
+def test_workers_that_cannot_see_the_folders_are_one_line(local_cluster, tmp_path):
+    address = local_cluster.cluster.scheduler_address
+    missing = tmp_path / "not-shared"
+    with pytest.raises(UserError, match=f"cannot write into {missing}.*shared file system"), \
+            DaskEngine(local_cluster.plan, toy.open_toy_worker, scheduler=address,
+                       write_folder=missing):
+        pass
+    with pytest.raises(UserError, match=f"cannot see {missing}"), \
+            DaskEngine(local_cluster.plan, toy.open_toy_worker, scheduler=address,
+                       read_paths=[TESTS, missing]):
+        pass
+
+
+def _start(command: list[str], **kwargs) -> subprocess.Popen:
+    environment = {**os.environ, "PYTHONPATH": str(TESTS)}  # the workers import engine_tasks
+    return subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, **kwargs)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def _scheduler_address(scheduler_file: Path, scheduler: subprocess.Popen) -> str:
+    for _ in range(600):
+        if scheduler_file.exists():
+            try:
+                return json.loads(scheduler_file.read_text())["address"]
+            except (ValueError, KeyError):
+                pass
+        assert scheduler.poll() is None, "dask scheduler exited"
+        time.sleep(0.1)
+    raise AssertionError("dask scheduler did not start")
+
+
+@pytest.mark.slow
+def test_a_cluster_started_with_dasks_command_line(tmp_path):
+    """`dask scheduler` and `dask worker --nworkers 2`: same result, Ctrl-C, workers all gone."""
+    dask = str(Path(sys.executable).parent / "dask")
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = _start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                        "--no-dashboard", "--scheduler-file", str(scheduler_file)])
+    workers = None
+    try:
+        address = _scheduler_address(scheduler_file, scheduler)
+        workers = _start([dask, "worker", address, "--nworkers", "2", "--no-dashboard"])
+        plan = toy_plan(tmp_path)
+        shards = toy.shard_shards(N_ITEMS, 3)
+        with DaskEngine(plan, toy.open_toy_worker, scheduler=address, read_paths=[TESTS],
+                        write_folder=plan.staging, workerless_grace_s=2) as engine:
+            engine.client.wait_for_workers(2, timeout=60)
+            assert engine.map_reduce(toy.offset_indices, shards, toy.concatenate,
+                                     label="Toy pass") == expected_offsets(plan)
+
+            # Ctrl-C: the pass's tasks are cancelled on the cluster, and the interrupt goes on.
+            for written in plan.staging.glob("shard-*.txt"):
+                written.unlink()
+            threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+            with pytest.raises(KeyboardInterrupt):
+                engine.map_reduce(toy.slow_offset_indices, shards, toy.concatenate, label="Slow")
+            tasks_left = engine.client.run_on_scheduler(
+                lambda dask_scheduler: [key for key in dask_scheduler.tasks
+                                        if "reportgen" in str(key)])
+            assert tasks_left == []
+            assert len(list(plan.staging.glob("shard-*.txt"))) < len(shards)
+
+            # Every worker gone for good: one line, not a wait forever.
+            killer = threading.Timer(1.5, _stop, (workers,))
+            killer.start()
+            with pytest.raises(UserError, match="every Dask worker is gone"):
+                engine.map_reduce(toy.slow_offset_indices, shards, toy.concatenate, label="Slow")
+            killer.join()
+    finally:
+        if workers is not None:
+            _stop(workers)
+        _stop(scheduler)
