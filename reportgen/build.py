@@ -76,6 +76,9 @@ class BuildOptions:
     explain: bool = True  # Grad-CAM, calibration, label quality, embedding (reportgen.explain)
     cam_layer: str | None = None  # None: the last feature-map layer larger than 1x1
     site_url: str | None = None  # where the site will be published, ending in "/" (publish.site_url)
+    engine: str = "local"  # reportgen.engines.ENGINES: where the passes run
+    workers: int | None = None  # --engine dask: a LocalCluster of this many processes
+    scheduler: str | None = None  # --engine dask: the address of a running cluster's scheduler
     generate_missing_data: bool = False
     train: TrainOptions = field(default_factory=TrainOptions)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from reportgen import __version__
+from reportgen.engines import DEFAULT_DASK_WORKERS, ENGINES, check_engine_options
 from reportgen.errors import UserError
 from reportgen.plan import DEFAULT_MAX_CHANNELS, DEFAULT_MAX_SITE_MB, DEFAULT_MEMORY_BUDGET_MB
 
@@ -243,6 +244,16 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
                                  "https://you.github.io/repo/: adds a sitemap.xml and canonical "
                                  "links, and lets 404.html work at any path. Without it every "
                                  "link is relative.")
+@click.option("--engine", type=click.Choice(ENGINES), default="local",
+              help="Where the passes over the test images run: local (this process) or dask "
+                   "(a Dask cluster; needs pip install 'reportgen[dask]'). Same site either way.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help=f"With --engine dask: start a cluster of this many worker processes on this "
+                   f"machine  [default: {DEFAULT_DASK_WORKERS}]")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="With --engine dask: use the running cluster whose scheduler is at this "
+                   "address, e.g. tcp://10.0.0.5:8786. Its workers must see --data, --model and "
+                   "--out at the same paths.")
 @input_options
 @training_options
 @user_errors
@@ -252,9 +263,12 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
           colormap: str, images_per_page: int, max_gallery_images: int | None,
           max_channels: int, memory_budget_mb: int, max_site_mb: int, jobs: int,
           strict: bool, title: str | None, explain: bool, cam_layer: str | None,
-          site_url: str | None, **training) -> None:
+          site_url: str | None, engine: str, workers: int | None, scheduler: str | None,
+          **training) -> None:
     """Write the HTML report: train or load, run every test image."""
     from reportgen.publish import site_url as checked_site_url
+
+    check_engine_options(engine, workers, scheduler)
 
     if history_path is not None and model_path is None:
         raise UserError("--history goes with --model; a model trained here records its own")
@@ -274,7 +288,8 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
         images_per_page=images_per_page, max_gallery_images=max_gallery_images,
         max_channels=max_channels, memory_budget_mb=memory_budget_mb, max_site_mb=max_site_mb,
         jobs=jobs, strict=strict, title=title, explain=explain, cam_layer=cam_layer,
-        site_url=site_url, generate_missing_data=data == DEFAULT_DATA,
+        site_url=site_url, engine=engine, workers=workers, scheduler=scheduler,
+        generate_missing_data=data == DEFAULT_DATA,
         train=_train_options(**training),
     )
     from reportgen.site import InterruptedAfterSwap

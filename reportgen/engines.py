@@ -14,6 +14,7 @@ that is checked before any work starts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -120,11 +121,7 @@ class DaskEngine:
                  scheduler: str | None = None, read_paths: Sequence[Path] = (),
                  write_folder: Path | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S,
                  workerless_grace_s: float = WORKERLESS_GRACE_S):
-        if workers is not None and scheduler is not None:
-            raise UserError("--workers starts a cluster here and --scheduler uses a running one: "
-                            "give only one of them")
-        if workers is not None and workers < 1:
-            raise UserError(f"--workers must be at least 1, not {workers}")
+        _check_cluster_options(workers, scheduler)
         self.plan, self._open_worker = plan, open_worker
         self.workers = DEFAULT_DASK_WORKERS if workers is None and scheduler is None else workers
         self.scheduler = scheduler
@@ -191,7 +188,6 @@ class DaskEngine:
 
     def _check_workers(self, where: str) -> None:
         from reportgen import __version__
-
         from reportgen.dask_worker import check_paths
 
         answers = self.client.run(check_paths, self.read_paths, self.write_folder)
@@ -211,10 +207,10 @@ class DaskEngine:
         client, cluster, self.client, self.cluster = self.client, self.cluster, None, None
         if client is not None:
             if cluster is None and client.status == "running":
-                try:  # a cluster we did not start keeps running: free the models it holds
+                # A cluster we did not start keeps running: free the models its workers hold
+                # (unless the plugin never got registered, or the cluster is going away).
+                with contextlib.suppress(Exception):
                     client.unregister_worker_plugin(self._plugin_name)
-                except Exception:  # noqa: BLE001 (not registered, or the cluster is gone)
-                    pass
             client.close()
         if cluster is not None:
             cluster.close()
@@ -291,18 +287,45 @@ class DaskEngine:
         raise AssertionError("unreachable: the future had an error")  # pragma: no cover
 
 
-def make_engine(name: str, plan, open_worker: Callable[[Any], Any], *, workers: int | None = None,
-                scheduler: str | None = None, read_paths: Sequence[Path] = (),
-                write_folder: Path | None = None):
-    """The engine ``--engine`` names; ``workers`` and ``scheduler`` only go with ``dask``."""
+def _check_cluster_options(workers: int | None, scheduler: str | None) -> None:
+    if workers is not None and scheduler is not None:
+        raise UserError("--workers starts a cluster here and --scheduler uses a running one: "
+                        "give only one of them")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, not {workers}")
+
+
+def check_engine_options(name: str, workers: int | None = None, scheduler: str | None = None) -> None:
+    """A UserError for options that do not go together, or a dask engine without Dask.
+
+    The CLI calls this before anything slow, so a mistake costs no training run.
+    """
+    if name not in ENGINES:
+        raise UserError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
     if name == "local":
         if workers is not None or scheduler is not None:
             raise UserError("--workers and --scheduler go with --engine dask")
+        return
+    _check_cluster_options(workers, scheduler)
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise UserError(DASK_EXTRA_MISSING) from None
+
+
+def make_engine(name: str, plan, open_worker: Callable[[Any], Any], *, workers: int | None = None,
+                scheduler: str | None = None, read_paths: Sequence[Path] = (),
+                write_folder: Path | None = None):
+    """The engine ``--engine`` names; ``workers`` and ``scheduler`` only go with ``dask``.
+
+    For ``dask``, ``read_paths`` (data folder, model file) and ``write_folder`` (staging)
+    are checked on every worker when the engine starts.
+    """
+    check_engine_options(name, workers, scheduler)
+    if name == "local":
         return LocalEngine(plan, open_worker)
-    if name == "dask":
-        return DaskEngine(plan, open_worker, workers=workers, scheduler=scheduler,
-                          read_paths=read_paths, write_folder=write_folder)
-    raise UserError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
+    return DaskEngine(plan, open_worker, workers=workers, scheduler=scheduler,
+                      read_paths=read_paths, write_folder=write_folder)
 
 
-__all__ = ["ENGINES", "DaskEngine", "LocalEngine", "fold_in_order", "make_engine"]
+__all__ = ["ENGINES", "DaskEngine", "LocalEngine", "check_engine_options", "fold_in_order", "make_engine"]

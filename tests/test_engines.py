@@ -259,3 +259,36 @@ def test_a_cluster_started_with_dasks_command_line(tmp_path):
         if workers is not None:
             _stop(workers)
         _stop(scheduler)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--workers", "2"], "--workers and --scheduler go with --engine dask"),
+    (["--scheduler", "tcp://127.0.0.1:8786"], "--workers and --scheduler go with --engine dask"),
+    (["--engine", "local", "--workers", "2"], "--workers and --scheduler go with --engine dask"),
+    (["--engine", "dask", "--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"],
+     "give only one of them"),
+])
+def test_build_refuses_cluster_options_that_do_not_fit(tmp_path, arguments, message):
+    from click.testing import CliRunner
+
+    from reportgen.cli import main
+
+    result = CliRunner().invoke(main, ["build", "--data", str(tmp_path / "none"),
+                                       "--out", str(tmp_path / "site"), *arguments])
+    assert result.exit_code == 2
+    assert result.output.count("Error:") == 1 and "Traceback" not in result.output
+    assert message in result.output
+    assert not (tmp_path / "site").exists()
+
+
+def test_build_without_the_dask_extra_says_so_before_any_work(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from reportgen.cli import main
+
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    result = CliRunner().invoke(main, ["build", "--data", str(tmp_path / "none"),
+                                       "--out", str(tmp_path / "site"), "--engine", "dask"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "Error: the dask engine needs the dask extra: pip install 'reportgen[dask]'"]
