@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -235,42 +235,41 @@ class DaskEngine:
         merged = fold_in_order(list(mapped), merge_later)
         try:
             with _progressbar(sum(count(shard) for shard in shards), label) as bar:
-                pending = set(mapped) | {merged}
-                while merged in pending:
-                    for future in self._wait(pending):
-                        pending.discard(future)
-                        if future.status == "error":
-                            self._raise(future, mapped.get(future), label)
-                        if future.status == "cancelled":
-                            raise UserError(f"the Dask cluster dropped the work of {label.lower()}; "
-                                            "was the scheduler stopped?")
-                        if future in mapped:
-                            bar.update(count(mapped.pop(future)))
+                for future in self._completed([*mapped, merged]):
+                    if future.status == "error":
+                        self._raise(future, mapped.get(future), label)
+                    if future.status == "cancelled":
+                        raise UserError(f"the Dask cluster dropped the work of {label!r}; "
+                                        "was the scheduler stopped?")
+                    if future in mapped:
+                        bar.update(count(mapped.pop(future)))
             return merged.result()
         except BaseException:  # Ctrl-C or an error: leave nothing of this pass running
             if self.client is not None and self.client.status == "running":
                 self.client.cancel([*mapped, merged], force=True)
             raise
 
-    def _wait(self, pending: set) -> list:
-        """The futures that finish next; a UserError if the cluster stays without workers."""
-        from distributed import wait
+    def _completed(self, futures: list) -> Iterator:
+        """The futures as they finish; a UserError if the cluster stays without workers."""
+        from distributed import as_completed
 
-        workerless_since = None
-        while True:
-            try:
-                done, _ = wait(list(pending), timeout=POLL_S, return_when="FIRST_COMPLETED")
-                return list(done)
-            except TimeoutError:
-                pass
+        completed = as_completed(futures, raise_errors=False)
+        checked, workerless_since = time.monotonic(), None
+        while not completed.is_empty():
+            finished = completed.next_batch(block=False)
+            yield from finished
+            if finished or time.monotonic() - checked < POLL_S:
+                time.sleep(0 if finished else 0.01)
+                continue
+            checked = time.monotonic()
             if self.client.status != "running":
                 raise UserError("lost the connection to the Dask scheduler"
                                 + (f" at {self.scheduler}" if self.scheduler else ""))
             if self.client.nthreads():
                 workerless_since = None
             elif workerless_since is None:
-                workerless_since = time.monotonic()
-            elif time.monotonic() - workerless_since > self.workerless_grace_s:
+                workerless_since = checked
+            elif checked - workerless_since > self.workerless_grace_s:
                 raise UserError(f"every Dask worker is gone (none for {self.workerless_grace_s:g} s); "
                                 "the build stopped")
 
