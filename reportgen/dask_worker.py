@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,3 +51,13 @@ def check_paths(read_paths: Sequence[str], write_folder: str | None) -> dict:
         except OSError as error:
             problems.append(f"cannot write into {write_folder} ({error.strerror or error})")
     return {"host": socket.gethostname(), "problems": problems, "version": __version__}
+
+
+def dask_setup(worker) -> None:
+    """Preloaded into the workers of a LocalCluster that reportgen starts (Dask calls it).
+
+    They share the terminal's process group, so Ctrl-C reaches them too: they ignore it and
+    let ``reportgen build`` cancel their work and close the cluster, with no traceback each.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+

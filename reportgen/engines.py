@@ -15,6 +15,7 @@ that is checked before any work starts.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -159,7 +160,8 @@ class DaskEngine:
             # Spawned, not forked (Dask's default): TensorFlow must not be forked.
             self.cluster = distributed.LocalCluster(
                 n_workers=self.workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, env=threads)
+                dashboard_address=None, env=threads, preload=["reportgen.dask_worker"],
+                silence_logs=logging.ERROR)  # a worker restarted after a crash is routine
             self.client = distributed.Client(self.cluster)
             where = f"the local cluster of {self.workers} workers"
         else:
@@ -246,7 +248,10 @@ class DaskEngine:
             return merged.result()
         except BaseException:  # Ctrl-C or an error: leave nothing of this pass running
             if self.client is not None and self.client.status == "running":
-                self.client.cancel([*mapped, merged], force=True)
+                # The merged result first: that releases the merges no future holds (Dask cannot
+                # cancel a task whose dependents nobody wants), then the shards' tasks.
+                self.client.cancel([merged])
+                self.client.cancel(list(mapped))
             raise
 
     def _completed(self, futures: list) -> Iterator:

@@ -87,3 +87,19 @@ def slow_offset_indices(worker: ToyWorker, shard: Shard) -> list[tuple[int, int]
     result = offset_indices(worker, shard)
     time.sleep(1)
     return result
+
+
+def interrupted_pass(folder: str) -> None:
+    """A slow pass on a LocalCluster of 2, for a test to interrupt with Ctrl-C (SIGINT)."""
+    import sys
+
+    from reportgen.engines import DaskEngine
+
+    plan = ToyPlan(Path(folder), Path(folder) / "killed")
+    try:
+        with DaskEngine(plan, open_toy_worker, workers=2, write_folder=plan.staging) as engine:
+            print("started", flush=True)
+            engine.map_reduce(slow_offset_indices, shard_shards(40, 1), concatenate, label="Slow")
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(130)

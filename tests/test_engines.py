@@ -195,9 +195,10 @@ def test_workers_that_cannot_see_the_folders_are_one_line(local_cluster, tmp_pat
 
 
 def _start(command: list[str], **kwargs) -> subprocess.Popen:
-    environment = {**os.environ, "PYTHONPATH": str(TESTS)}  # the workers import engine_tasks
-    return subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True, **kwargs)
+    """A process in a session of its own (as a terminal would run it), importing engine_tasks."""
+    environment = {**os.environ, "PYTHONPATH": str(TESTS)}
+    output = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **kwargs}
+    return subprocess.Popen(command, env=environment, start_new_session=True, **output)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -292,3 +293,31 @@ def test_build_without_the_dask_extra_says_so_before_any_work(tmp_path, monkeypa
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "Error: the dask engine needs the dask extra: pip install 'reportgen[dask]'"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_the_local_cluster_without_tracebacks(tmp_path):
+    """The terminal sends SIGINT to the whole process group, the cluster's workers included."""
+    pass_ = _start([sys.executable, "-c", "import sys, engine_tasks; "
+                    "engine_tasks.interrupted_pass(sys.argv[1])", str(tmp_path)],
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for _ in range(600):
+        if list(tmp_path.glob("shard-*.txt")) or pass_.poll() is not None:
+            break
+        time.sleep(0.1)
+    os.killpg(pass_.pid, signal.SIGINT)
+    output, _ = pass_.communicate(timeout=60)
+    assert pass_.returncode == 130, output
+    assert "interrupted" in output and "Traceback" not in output, output
+    assert len(list(tmp_path.glob("shard-*.txt"))) < 40
+    assert _group_ends(pass_.pid), "processes of the cluster are still running"
+
+
+def _group_ends(group: int) -> bool:
+    for _ in range(100):
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
