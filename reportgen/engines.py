@@ -182,9 +182,11 @@ class DaskEngine:
         try:
             return distributed.Client(address, timeout=self.connect_timeout_s)
         except (OSError, TimeoutError) as error:
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            reason = str(error).splitlines()[0] if str(error) else ""
+            timed_out = isinstance(error, TimeoutError) or "timed out" in reason.lower()
+            because = "" if timed_out or not reason else f" ({reason})"
             raise UserError(f"cannot reach the Dask scheduler at {self.scheduler} within "
-                            f"{self.connect_timeout_s:g} s ({reason})") from None
+                            f"{self.connect_timeout_s:g} s{because}") from None
         except ValueError as error:
             raise UserError(f"--scheduler {self.scheduler}: {error}") from None
 
