@@ -1,25 +1,23 @@
 """``reportgen build``: data and model in, a static site out.
 
-Plan, gather, then write. The layer and memory plans come from the model's graph;
-a first pass over the test images gives predictions and every channel's statistics
-(the channel and site plans need both); a second pass draws the feature maps of
-the planned images; then the report model is complete and the pages are rendered.
-Pictures are written during the passes (holding every feature map of thousands of
-images in memory is what this design avoids); everything is written into a
-temporary folder that only replaces the old site at the end.
+Plan, gather, then write. The layer and memory plans come from the model's graph; the
+first pass (``reportgen.pipeline``) gives every test image's prediction, every shown
+channel's statistics and Grad-CAM from one forward pass per batch; the channel and site
+plans need all of that, so a second pass draws the feature maps of the planned images;
+then the report model is assembled and the pages are rendered. Pictures are written
+during the passes (holding every feature map of thousands of images in memory is what
+this design avoids); everything is written into a temporary folder that only replaces
+the old site at the end.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 import os
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +26,7 @@ import click
 import numpy as np
 
 from reportgen import __version__, drawing, layout, plan
-from reportgen.data import Dataset, Split, iter_batches, scan_dataset
+from reportgen.data import Dataset, scan_dataset
 from reportgen.errors import UserError
 from reportgen.history import read_history
 from reportgen.metrics import compute_metrics
@@ -192,114 +190,16 @@ def _check_classes(loaded, dataset: Dataset, path: Path) -> tuple[str, ...]:
     return dataset.class_names
 
 
-class _Workers:
-    """Draws, encodes and writes pictures in worker threads, overlapped with the forward pass.
-
-    Each task is one layer (or the inputs) of one batch. NumPy's array work, zlib
-    inside Pillow's PNG encoder and file writes release the GIL, so threads overlap
-    them with TensorFlow without copying feature maps between processes. Pending
-    tasks are bounded, so memory does not grow with the number of images. (Pages
-    are written from the main thread: handing them to threads measured slower.)
-    """
-
-    def __init__(self, site: SiteWriter, jobs: int, palette: bytes, scale: str):
-        self.site, self.palette, self.scale = site, palette, scale
-        self.pool = ThreadPoolExecutor(max_workers=jobs) if jobs > 1 else None
-        self.pending: deque[Future] = deque()
-
-    def _submit(self, tasks: list[tuple], max_pending: int) -> None:
-        if self.pool is None:
-            for function, *args in tasks:
-                function(*args)
-            return
-        while len(self.pending) > max_pending:
-            self.pending.popleft().result()
-        self.pending.extend(self.pool.submit(*task) for task in tasks)
-
-    def draw_inputs(self, images: np.ndarray, image_slugs: list[str]) -> None:
-        self._submit([(self._draw_inputs, images, image_slugs)], max_pending=2)
-
-    def draw_layers(self, image_slugs: list[str],
-                    layer_maps: list[tuple[str, np.ndarray, tuple[int, ...]]]) -> None:
-        """Every layer's grids of one batch (slug, maps, channels); about two batches in flight."""
-        tasks = [(self._draw_layer, maps, image_slugs, slug, channels)
-                 for slug, maps, channels in layer_maps]
-        self._submit(tasks, max_pending=len(tasks))
-
-    def _draw_inputs(self, images: np.ndarray, image_slugs: list[str]) -> None:
-        for image, image_slug in zip(images, image_slugs, strict=True):
-            self.site.write(layout.input_asset(image_slug), drawing.input_png(image))
-
-    def _draw_layer(self, maps: np.ndarray, image_slugs: list[str], layer_slug: str,
-                    channels: tuple[int, ...]) -> None:
-        pictures = drawing.feature_grid_pngs(maps, self.palette, self.scale, channels)
-        for image_slug, picture in zip(image_slugs, pictures, strict=True):
-            self.site.write(layout.map_asset(layer_slug, image_slug), picture)
-
-    def drain(self) -> None:
-        """Wait for every task; a task's exception is raised here."""
-        while self.pending:
-            self.pending.popleft().result()
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-@dataclass
-class StatisticsPass:
-    """What the first pass over the test images leaves behind: no feature map is drawn yet."""
-
-    probabilities: np.ndarray  # (images, classes)
-    accumulators: list  # one LayerStatsAccumulator per shown layer
-    unreadable: list  # (ImageRecord, reason) for images that failed to decode in the pass
-
-
-def statistics_pass(probe, test: Split, contract, true_labels: np.ndarray, class_count: int,
-                    image_slugs: list[str], batch_size: int, workers: _Workers) -> StatisticsPass:
-    """Predictions and every channel's statistics over every test image; inputs drawn on the way.
-
-    The channel plan ranks channels by these statistics and the site plan puts mistakes
-    first, so both need the whole pass before any feature map is drawn.
-    """
-    from reportgen.activations import stream
-    from reportgen.stats import LayerStatsAccumulator
-
-    n_images = len(test.images)
-    probabilities = np.zeros((n_images, class_count), dtype=np.float32)
-    accumulators = [LayerStatsAccumulator(layer.output_shape[2], class_count)
-                    for layer in probe.layers]
-    unreadable: list = []
-    with click.progressbar(length=n_images, label="Reading test images", file=sys.stderr) as bar:
-
-        def decoded_batches():
-            for batch in iter_batches(test, contract.spec, batch_size):
-                unreadable.extend(batch.unreadable)
-                bar.update(len(batch.unreadable))
-                if batch.records:
-                    yield batch
-
-        for batch, probs, maps in stream(probe, decoded_batches(), contract.prepare):
-            indices = np.asarray(batch.indices)
-            probabilities[indices] = probs
-            paths = [r.path for r in batch.records]
-            for accumulator, layer_maps in zip(accumulators, maps, strict=True):
-                accumulator.update(layer_maps, true_labels[indices], paths)
-            workers.draw_inputs(batch.images, [image_slugs[i] for i in indices])
-            bar.update(len(indices))
-    return StatisticsPass(probabilities, accumulators, unreadable)
-
-
-def _drop_unreadable(options: BuildOptions, dataset: Dataset, statistics: StatisticsPass,
+def _drop_unreadable(options: BuildOptions, dataset: Dataset, unreadable: list,
                      echo: Callable[[str], None]) -> Dataset:
     """The dataset less the test images that failed to decode in the pass, listed as skipped."""
-    if not statistics.unreadable:
+    if not unreadable:
         return dataset
-    test = dataset.test.without(statistics.unreadable)
-    for record, reason in statistics.unreadable:
+    test = dataset.test.without(unreadable)
+    for record, reason in unreadable:
         echo(f"skipped {dataset.test.skipped_file(record, reason).path}: {reason}")
     if options.strict:
-        raise UserError(f"{len(statistics.unreadable)} file(s) in {options.data} could not be read "
+        raise UserError(f"{len(unreadable)} file(s) in {options.data} could not be read "
                         "(listed above) and --strict is on")
     if not test.images:
         raise UserError(f"Image folder {test.root} has no readable image: every file failed "
@@ -340,53 +240,6 @@ def page_bytes(n_images: int, n_classes: int, n_channels: int) -> int:
                             + PAGE_BYTES_PER_HEATMAP_CELL * heatmap_rows))
 
 
-def _subset(test: Split, indices: list[int]) -> Split:
-    return dataclasses.replace(test, images=tuple(test.images[i] for i in indices))
-
-
-def _draw_maps(probe, test: Split, contract, indices: list[int], layers: list[LayerEntry],
-               image_slugs: list[str], batch_size: int, workers: _Workers, bar) -> None:
-    from reportgen.activations import stream
-
-    slugs = [image_slugs[i] for i in indices]
-    batches = (batch for batch in iter_batches(_subset(test, indices), contract.spec, batch_size)
-               if batch.records)
-    for batch, _, maps in stream(probe, batches, contract.prepare):
-        workers.draw_layers([slugs[i] for i in batch.indices],
-                            [(layer.slug, layer_maps, layer.shown_channels)
-                             for layer, layer_maps in zip(layers, maps, strict=True)])
-        bar.update(len(batch.indices) + len(batch.unreadable))
-
-
-def drawing_pass(probe, test: Split, contract, site_plan: plan.SitePlan, priority: list[int],
-                 room_bytes: int, layers: list[LayerEntry], image_slugs: list[str],
-                 batch_size: int, workers: _Workers) -> tuple[int, ...]:
-    """Feature-map grids of the planned images; returns the images actually drawn.
-
-    The plan's size per image is an estimate: after the first batch the real one is
-    known, and if it is larger, fewer of the remaining images are drawn (the lowest
-    priorities are left out), so the site keeps to its budget.
-    """
-    planned = list(site_plan.drawn)
-    if not planned:
-        return ()
-    first, rest = planned[:batch_size], planned[batch_size:]
-    with click.progressbar(length=len(planned), label="Drawing feature maps",
-                           file=sys.stderr) as bar:
-        workers.drain()
-        before = workers.site.bytes_written
-        _draw_maps(probe, test, contract, first, layers, image_slugs, batch_size, workers, bar)
-        workers.drain()
-        measured = ((workers.site.bytes_written - before) / len(first)
-                    + plan.HTML_BYTES_PER_GRID * len(layers))
-        if rest and measured > site_plan.bytes_per_image:
-            allowed = max(0, int((room_bytes - measured * len(first)) // measured))
-            wanted = set(rest)
-            rest = sorted([i for i in priority if i in wanted][:allowed])
-        _draw_maps(probe, test, contract, rest, layers, image_slugs, batch_size, workers, bar)
-    return tuple(first + rest)
-
-
 def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildResult:
     """The whole build, while holding the lock on the site folder (one build at a time)."""
     from reportgen.lock import build_lock
@@ -395,6 +248,26 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
     check_target(options.out, [options.data])
     with build_lock(options.out):
         return _build(options, echo)
+
+
+def _model_file(options: BuildOptions) -> Path:
+    return options.model_path if options.model_path is not None else options.model_cache
+
+
+def _run_pass(worker, task, shard_list: list, merge, label: str):
+    """Run ``task`` over the shards in this process, merged as any engine merges them."""
+    from reportgen import pipeline
+
+    total = sum(len(shard.indices) for shard in shard_list)
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+
+        def results():
+            for shard in shard_list:
+                result = task(worker, shard)
+                bar.update(len(shard.indices))
+                yield result
+
+        return pipeline.fold(results(), merge)
 
 
 def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
@@ -408,10 +281,10 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
     model, class_names, history = obtained.model, obtained.class_names, obtained.history
     stage_seconds["model"] = time.perf_counter() - started
 
+    from reportgen import pipeline
     from reportgen.activations import ActivationProbe
     from reportgen.inputs import collapse_warnings, decide
     from reportgen.render import render_site
-    from reportgen.report import FeatureLayerRow, model_info
     from reportgen.stats import TOP_K
 
     contract = decide(model, obtained.sidecar, options.preprocess, resize=options.resize)
@@ -434,102 +307,79 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
         from reportgen.explain import GradCam, NoCamLayer
 
         try:
-            grad_cam = GradCam(model, options.cam_layer)
+            grad_cam = GradCam(model, options.cam_layer,
+                               layers=[layer.path for layer in probe.layers])
         except NoCamLayer as error:
             echo(f"warning: {error}; the report has no explanations")
     test = dataset.test
-    n_images = len(test.images)
     image_slugs = _unique_slugs([r.path for r in test.images])
     layer_slugs = _unique_slugs([layer.path for layer in probe.layers], slug=layer_slug)
     true_labels = np.array([r.label for r in test.images], dtype=np.int64)
 
     with SiteWriter(options.out, protected=[dataset.root]) as site:
-        workers = _Workers(site, options.jobs, palette, options.scale)
-        try:
-            pass_started = time.perf_counter()
-            statistics = statistics_pass(probe, test, contract, true_labels, len(class_names),
-                                         image_slugs, memory.batch_size, workers)
-            if statistics.unreadable:  # decoded once, in the pass: failures are known only now
-                gone = {record for record, _ in statistics.unreadable}
-                keep = np.array([record not in gone for record in test.images])
-                dataset = _drop_unreadable(options, dataset, statistics, echo)
-                test = dataset.test
-                n_images, true_labels = len(test.images), true_labels[keep]
-                image_slugs = [slug for slug, kept in zip(image_slugs, keep, strict=True) if kept]
-                statistics = StatisticsPass(statistics.probabilities[keep],
-                                            statistics.accumulators, [])
-            layers = layer_entries(probe, layer_slugs, statistics.accumulators,
-                                   options.max_channels, palette, site)
-            stage_seconds["statistics"] = time.perf_counter() - pass_started
+        pass_started = time.perf_counter()
+        pass_plan = pipeline.PassPlan(
+            model_file=_model_file(options), trust_model=options.trust_model, contract=contract,
+            test=test, true_labels=tuple(true_labels.tolist()), image_slugs=tuple(image_slugs),
+            layer_paths=tuple(layer.path for layer in probe.layers),
+            class_count=len(class_names), batch_size=memory.batch_size,
+            explain=grad_cam is not None,
+            cam_layer=grad_cam.layer.path if grad_cam is not None else None,
+            colormap=options.colormap, scale=options.scale, jobs=options.jobs,
+            target=site.target, staging=site.temp,
+            pixel_cache=pipeline.create_pixel_cache(test, contract, site.temp))
+        worker = pipeline.Worker(pass_plan, model, grad_cam=grad_cam, probe=probe)
+        first = _run_pass(worker, pipeline.first_pass,
+                          pipeline.shards(range(len(test.images)), memory.batch_size),
+                          pipeline.merge_first, "Reading test images")
+        site.count(first.files, first.bytes)
+        # Decoded once, in the pass: failures are known only now.
+        dataset = _drop_unreadable(options, dataset, first.unreadable, echo)
+        test, kept = dataset.test, first.indices  # kept: positions in the pass plan's split
+        n_images, true_labels = len(test.images), true_labels[kept]
+        image_slugs = [image_slugs[i] for i in kept]
+        probabilities = first.probabilities
+        layers = layer_entries(probe, layer_slugs, first.accumulators, options.max_channels,
+                               palette, site)
+        stage_seconds["statistics"] = time.perf_counter() - pass_started
 
-            drawing_started = time.perf_counter()
-            predicted = statistics.probabilities.argmax(axis=1)
-            priority = plan.gallery_priority(true_labels.tolist(), predicted.tolist(),
-                                             statistics.probabilities.max(axis=1).tolist())
-            workers.drain()
-            budget = options.max_site_mb * MB
-            fixed = site.bytes_written + page_bytes(
-                n_images, len(class_names), sum(layer.output_shape[2] for layer in layers))
-            grid_pixels = [math.prod(layer.grid_size_px) for layer in layers]
-            site_plan = plan.plan_site(priority, grid_pixels, fixed, budget,
-                                       options.max_gallery_images)
-            drawn = drawing_pass(probe, test, contract, site_plan, priority, budget - fixed, layers,
-                                 image_slugs, memory.batch_size, workers)
-            workers.drain()
-            stage_seconds["drawing"] = time.perf_counter() - drawing_started
+        drawing_started = time.perf_counter()
+        predicted = probabilities.argmax(axis=1)
+        priority = plan.gallery_priority(true_labels.tolist(), predicted.tolist(),
+                                         probabilities.max(axis=1).tolist())
+        budget = options.max_site_mb * MB
+        fixed = site.bytes_written + page_bytes(
+            n_images, len(class_names), sum(layer.output_shape[2] for layer in layers))
+        grid_pixels = [math.prod(layer.grid_size_px) for layer in layers]
+        site_plan = plan.plan_site(priority, grid_pixels, fixed, budget, options.max_gallery_images)
+        drawn = _drawing_pass(worker, site, site_plan, priority, budget - fixed, layers, kept,
+                              memory.batch_size)
+        stage_seconds["drawing"] = time.perf_counter() - drawing_started
 
-            render_started = time.perf_counter()
-            if history is not None:
-                from reportgen.curves import learning_curve_svg
+        render_started = time.perf_counter()
+        if pass_plan.pixel_cache is not None:
+            pass_plan.pixel_cache.unlink()  # not part of the site
+        if history is not None:
+            from reportgen.curves import learning_curve_svg
 
-                for metric in ("accuracy", "loss"):
-                    site.write(layout.curve_asset(metric), learning_curve_svg(history, metric))
-            explanations = None
-            if grad_cam is not None:
-                explain_started = time.perf_counter()
-                explanations = _explain(grad_cam, test, contract, true_labels,
-                                        statistics.probabilities, image_slugs,
-                                        list(class_names), site, memory.batch_size)
-                stage_seconds["explain"] = time.perf_counter() - explain_started
-            metrics = compute_metrics(true_labels, predicted, len(class_names))
-            best_val = max(history.val_accuracy) if history and history.val_accuracy else None
-            warnings = (*collapse_warnings(true_labels, statistics.probabilities, class_names,
-                                           contract, best_val),
-                        *_warnings(dataset, len(drawn), n_images, options, site_plan))
-            shown = set(layer_plan.shown)
-            report = Report(
-                title=options.title or f"{model.name} on {dataset.root.name}",
-                class_names=tuple(class_names),
-                class_slugs=tuple(_unique_slugs(list(class_names))),
-                model=model_info(model, obtained.source),
-                input_contract=contract,
-                images=images_from_predictions([r.path for r in test.images], image_slugs,
-                                               true_labels, statistics.probabilities),
-                layers=tuple(layers),
-                metrics=metrics,
-                history=history,
-                validation=history.validation if history else "unknown (no training history)",
-                data_name=dataset.root.name,
-                skipped=dataset.skipped,
-                empty_classes=tuple(sorted(set(test.empty_classes))),
-                scale=options.scale,
-                colormap=options.colormap,
-                images_per_page=options.images_per_page,
-                drawn_indices=drawn,
-                generated_at=generated_at,
-                reportgen_version=__version__,
-                warnings=warnings,
-                explanations=explanations,
-                feature_layers=tuple(FeatureLayerRow(layer.path, layer.type_name,
-                                                     layer.output_shape, layer.path in shown)
-                                     for layer in probe.all_layers),
-                layer_rule=layer_plan.rule,
-                max_channels=options.max_channels,
-            )
-            for path, data in render_site(report, site_url=options.site_url):
-                site.write(path, data)
-        finally:
-            workers.close()
+            for metric in ("accuracy", "loss"):
+                site.write(layout.curve_asset(metric), learning_curve_svg(history, metric))
+        explanations = None
+        if grad_cam is not None:
+            explanations = _explanations(grad_cam, first.cam, true_labels, probabilities,
+                                         list(class_names), site)
+        metrics = compute_metrics(true_labels, predicted, len(class_names))
+        best_val = max(history.val_accuracy) if history and history.val_accuracy else None
+        warnings = (*collapse_warnings(true_labels, probabilities, class_names, contract,
+                                       best_val),
+                    *_warnings(dataset, len(drawn), n_images, options, site_plan))
+        report = assemble_report(
+            options, dataset, obtained, contract, probe, layer_plan, layers,
+            image_slugs=image_slugs, true_labels=true_labels, probabilities=probabilities,
+            metrics=metrics, drawn=drawn, explanations=explanations, warnings=warnings,
+            generated_at=generated_at)
+        for path, data in render_site(report, site_url=options.site_url):
+            site.write(path, data)
         stage_seconds["render"] = time.perf_counter() - render_started
         files, size = site.files_written, site.bytes_written
     for warning in warnings:
@@ -544,28 +394,50 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
                        warnings=warnings, stage_seconds=stage_seconds)
 
 
-def _explain(grad_cam, test, contract, true_labels: np.ndarray, probabilities: np.ndarray,
-             image_slugs: list[str], class_names: list[str], site: SiteWriter, batch_size: int):
-    """Grad-CAM for every test image in a second taped pass, overlays written on the way."""
+def _drawing_pass(worker, site: SiteWriter, site_plan: plan.SitePlan, priority: list[int],
+                  room_bytes: int, layers: list[LayerEntry], kept: np.ndarray,
+                  batch_size: int) -> tuple[int, ...]:
+    """Feature-map grids of the planned images; returns the images actually drawn.
+
+    The plan's size per image is an estimate: after the first batch the real one is
+    known, and if it is larger, fewer of the remaining images are drawn (the lowest
+    priorities are left out), so the site keeps to its budget. Indices are the report's;
+    ``kept`` maps them to the pass plan's.
+    """
+    from functools import partial
+
+    from reportgen import pipeline
+
+    planned = list(site_plan.drawn)
+    if not planned:
+        return ()
+    draw = partial(pipeline.draw_pass,
+                   layers=[pipeline.DrawLayer(layer.slug, layer.shown_channels)
+                           for layer in layers])
+    first, rest = planned[:batch_size], planned[batch_size:]
+    written = _run_pass(worker, draw, [pipeline.Shard(0, tuple(int(kept[i]) for i in first))],
+                        pipeline.add_written, "Drawing feature maps")
+    site.count(written.files, written.bytes)
+    measured = written.bytes / len(first) + plan.HTML_BYTES_PER_GRID * len(layers)
+    if rest and measured > site_plan.bytes_per_image:
+        allowed = max(0, int((room_bytes - measured * len(first)) // measured))
+        wanted = set(rest)
+        rest = sorted([i for i in priority if i in wanted][:allowed])
+    if rest:
+        written = _run_pass(worker, draw, pipeline.shards([int(kept[i]) for i in rest], batch_size),
+                            pipeline.add_written, "Drawing feature maps")
+        site.count(written.files, written.bytes)
+    return tuple(first + rest)
+
+
+def _explanations(grad_cam, cam: dict, true_labels: np.ndarray, probabilities: np.ndarray,
+                  class_names: list[str], site: SiteWriter):
+    """Explanations from the first pass's per-image Grad-CAM; mean maps written."""
     from reportgen import overlays
-    from reportgen.explain import explain_test_set
-
-    predicted = probabilities.argmax(axis=1)
-
-    def draw(start: int, images: np.ndarray, result) -> None:
-        for offset, image in enumerate(images):
-            index = start + offset
-            site.write(layout.cam_asset(image_slugs[index]),
-                       overlays.overlay_png(image, result.predicted_maps[offset]))
-            if predicted[index] != true_labels[index]:
-                site.write(layout.cam_asset(image_slugs[index], "true"),
-                           overlays.overlay_png(image, result.true_maps[offset]))
-
-    # The memory plan's batch: the tape holds about what the probe's maps take.
-    explanations = explain_test_set(grad_cam, iter_batches(test, contract.spec, batch_size),
-                                    contract.prepare, true_labels, probabilities, draw)
+    from reportgen.explain import summarise
     from reportgen.render_explain import cam_cells_shown
 
+    explanations = summarise(grad_cam, cam, true_labels, probabilities)
     class_slugs = _unique_slugs(class_names)
     for t, true_slug in enumerate(class_slugs):
         site.write(layout.cam_class_asset(true_slug),
@@ -575,6 +447,47 @@ def _explain(grad_cam, test, contract, true_labels: np.ndarray, probabilities: n
             site.write(layout.cam_cell_asset(class_slugs[t], class_slugs[p]),
                        overlays.heatmap_png(mean_map))
     return explanations
+
+
+def assemble_report(options: BuildOptions, dataset: Dataset, obtained: ObtainedModel, contract,
+                    probe, layer_plan, layers: list[LayerEntry], *, image_slugs: list[str],
+                    true_labels: np.ndarray, probabilities: np.ndarray, metrics,
+                    drawn: tuple[int, ...], explanations, warnings: tuple[str, ...],
+                    generated_at: str | None) -> Report:
+    """The report model, from what the passes gathered: the one place a Report is made."""
+    from reportgen.report import FeatureLayerRow, model_info
+
+    test, history, class_names = dataset.test, obtained.history, obtained.class_names
+    shown = set(layer_plan.shown)
+    return Report(
+        title=options.title or f"{obtained.model.name} on {dataset.root.name}",
+        class_names=tuple(class_names),
+        class_slugs=tuple(_unique_slugs(list(class_names))),
+        model=model_info(obtained.model, obtained.source),
+        input_contract=contract,
+        images=images_from_predictions([r.path for r in test.images], image_slugs,
+                                       true_labels, probabilities),
+        layers=tuple(layers),
+        metrics=metrics,
+        history=history,
+        validation=history.validation if history else "unknown (no training history)",
+        data_name=dataset.root.name,
+        skipped=dataset.skipped,
+        empty_classes=tuple(sorted(set(test.empty_classes))),
+        scale=options.scale,
+        colormap=options.colormap,
+        images_per_page=options.images_per_page,
+        drawn_indices=drawn,
+        generated_at=generated_at,
+        reportgen_version=__version__,
+        warnings=warnings,
+        explanations=explanations,
+        feature_layers=tuple(FeatureLayerRow(layer.path, layer.type_name, layer.output_shape,
+                                             layer.path in shown)
+                             for layer in probe.all_layers),
+        layer_rule=layer_plan.rule,
+        max_channels=options.max_channels,
+    )
 
 
 def _unique_slugs(names: list[str], slug=slugify) -> list[str]:

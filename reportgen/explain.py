@@ -70,9 +70,15 @@ def default_cam_layer(layers: Sequence[FeatureLayer]) -> FeatureLayer:
 
 
 class GradCam:
-    """Grad-CAM maps, classifier features and CAM-layer channel means for batches of images."""
+    """Grad-CAM maps, classifier features and CAM-layer channel means for batches of images.
 
-    def __init__(self, model, cam_layer: str | None = None):
+    With ``layers`` (feature-map layer paths, as the probe names them) it is also the build's
+    one forward pass: ``forward`` returns the probabilities and those layers' maps from the
+    same traced call that takes the gradients, so no image goes through the network twice
+    to be both measured and explained.
+    """
+
+    def __init__(self, model, cam_layer: str | None = None, layers: Sequence[str] = ()):
         import tensorflow as tf
 
         from reportgen.activations import FeatureLayer, _image_input, _replay
@@ -87,50 +93,83 @@ class GradCam:
             calls.setdefault(id(outputs), (operation, args))
             if operation is final and not found:
                 found["logits"], found["classifier"] = _pre_softmax(operation, args, calls)
+                found["probabilities"] = outputs
                 return found["logits"]
             return None
 
         replay = _replay(model, image_input, nested_probes={}, on_call=on_call)
         output = replay.outputs[0]
         classifier, args = found.get("classifier") or (None, ())
+        outer = any(layer is final for layer in model.layers)
         if found.get("logits") is None:
-            logits, features = keras.ops.log(output + 1e-12), output
+            logits, features, probabilities = keras.ops.log(output + 1e-12), output, output
             self.target, self.embedding_layer = "log_probability", "probabilities"
-        elif any(layer is classifier for layer in model.layers):
-            logits, features = output, args[0]
-            self.target, self.embedding_layer = "logit", classifier.name
-        else:  # the classifier is inside a nested model: its input is not in this graph
-            logits, features = output, output
-            self.target, self.embedding_layer = "logit", f"{final.name} (its logits)"
-        layers = [FeatureLayer(t.path, t.type_name, tuple(int(n) for n in t.output.shape[1:]))
-                  for t in replay.taps]
-        if cam_layer is None:
-            self.layer = default_cam_layer(layers)
         else:
-            matches = [layer for layer in layers if layer.path == cam_layer]
+            # The model's own output tensor where it is in this graph; inside a nested model,
+            # the output layer's activation applied again to the logits the replay returns.
+            probabilities = found["probabilities"] if outer else _activate(final, output)
+            if any(layer is classifier for layer in model.layers):
+                logits, features = output, args[0]
+                self.target, self.embedding_layer = "logit", classifier.name
+            else:  # the classifier is inside a nested model: its input is not in this graph
+                logits, features = output, output
+                self.target, self.embedding_layer = "logit", f"{final.name} (its logits)"
+        layers_found = [FeatureLayer(t.path, t.type_name, tuple(int(n) for n in t.output.shape[1:]))
+                        for t in replay.taps]
+        if cam_layer is None:
+            self.layer = default_cam_layer(layers_found)
+        else:
+            matches = [layer for layer in layers_found if layer.path == cam_layer]
             if not matches:
-                shown = ", ".join(layer.path for layer in layers) or "(none)"
+                shown = ", ".join(layer.path for layer in layers_found) or "(none)"
                 raise UserError(f"--cam-layer {cam_layer!r} is not a feature-map layer of the "
                                 f"model; they are: {shown}")
             self.layer = matches[0]
-        tap = replay.taps[layers.index(self.layer)]
+        tap = replay.taps[layers_found.index(self.layer)]
+        by_path = {t.path: t for t in replay.taps}
+        missing = [path for path in layers if path not in by_path]
+        if missing:
+            raise ValueError(f"not feature-map layers of the model: {missing}")
+        self.layers = tuple(layer for layer in layers_found if layer.path in set(layers))
+        shown_taps = [by_path[layer.path] for layer in self.layers]
         self._image_dtype = image_input.dtype
+        self._n_classes = int(output.shape[1])
         self._model = keras.Model(image_input, [tap.output, features, logits],
                                   name=f"{model.name}_gradcam")
+        self._forward_model = keras.Model(
+            image_input, [probabilities, tap.output, features, logits,
+                          *(t.output for t in shown_taps)], name=f"{model.name}_forward")
         # One trace for every batch size (the last batch is usually smaller).
-        self._step = tf.function(self._maps, input_signature=[
-            tf.TensorSpec((None, *image_input.shape[1:]), image_input.dtype),
-            tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.int32)])
+        image_spec = tf.TensorSpec((None, *image_input.shape[1:]), image_input.dtype)
+        labels_spec = tf.TensorSpec((None,), tf.int32)
+        self._step = tf.function(self._maps, input_signature=[image_spec, labels_spec,
+                                                               labels_spec])
+        self._forward_step = tf.function(self._forward, input_signature=[image_spec,
+                                                                         labels_spec])
 
     def _maps(self, images, predicted, true):
         import tensorflow as tf
 
         with tf.GradientTape(persistent=True) as tape:
             feature_maps, features, logits = self._model(images, training=False)
-            predicted_score = tf.reduce_sum(tf.gather(logits, predicted, batch_dims=1))
-            true_score = tf.reduce_sum(tf.gather(logits, true, batch_dims=1))
+            scores = _class_scores(logits, predicted, true)
+        return self._cams(tape, feature_maps, features, scores)
+
+    def _forward(self, images, true):
+        import tensorflow as tf
+
+        with tf.GradientTape(persistent=True) as tape:
+            probabilities, feature_maps, features, logits, *shown = self._forward_model(
+                images, training=False)
+            scores = _class_scores(logits, _first_argmax(probabilities), true)
+        return (probabilities, *self._cams(tape, feature_maps, features, scores), *shown)
+
+    @staticmethod
+    def _cams(tape, feature_maps, features, scores):
+        import tensorflow as tf
+
         maps = []
-        for score in (predicted_score, true_score):
+        for score in scores:
             gradients = tape.gradient(score, feature_maps)
             if gradients is None:  # the layer does not lead to the output
                 gradients = tf.zeros_like(feature_maps)
@@ -147,6 +186,44 @@ class GradCam:
                 images, np.asarray(predicted, np.int32), np.asarray(true, np.int32)))
         return CamBatch(normalise_maps(predicted_raw), normalise_maps(true_raw), features,
                         channel_means)
+
+    def forward(self, images: np.ndarray, true: np.ndarray
+                ) -> tuple[np.ndarray, list[np.ndarray], CamBatch]:
+        """One taped pass: (probabilities, the ``layers``' maps, Grad-CAM of each image's
+        predicted class, the first of equal maxima, and of its ``true`` class)."""
+        images = np.asarray(images, dtype=self._image_dtype)
+        probabilities, predicted_raw, true_raw, features, channel_means, *shown = (
+            np.asarray(x, dtype=np.float32)
+            for x in self._forward_step(images, np.asarray(true, np.int32)))
+        return probabilities, shown, CamBatch(normalise_maps(predicted_raw),
+                                              normalise_maps(true_raw), features, channel_means)
+
+
+def _class_scores(logits, predicted, true):
+    """The batch's summed logits of the predicted and of the true classes: in inference mode
+    images do not interact, so the gradient of a sum is every image's own gradient."""
+    import tensorflow as tf
+
+    return (tf.reduce_sum(tf.gather(logits, predicted, batch_dims=1)),
+            tf.reduce_sum(tf.gather(logits, true, batch_dims=1)))
+
+
+def _first_argmax(probabilities):
+    """numpy's argmax in the graph: the first of equal maxima (tf.argmax leaves ties open)."""
+    import tensorflow as tf
+
+    classes = tf.range(tf.shape(probabilities)[1], dtype=tf.int32)
+    is_max = tf.equal(probabilities, tf.reduce_max(probabilities, axis=1, keepdims=True))
+    return tf.reduce_min(tf.where(is_max, classes, tf.int32.max), axis=1)
+
+
+def _activate(final, logits):
+    """The output layer's activation on ``logits``: what it returns from its pre-activation."""
+    from reportgen.keras_import import keras
+
+    if isinstance(final, keras.layers.Dense):
+        return final.activation(logits)
+    return final(logits)  # a Softmax or Activation layer holds no weights
 
 
 def _output_layer(model):
@@ -340,42 +417,19 @@ class Explanations:
     confusion_channels: tuple  # confusion_channels(...) on the CAM layer
 
 
-def explain_test_set(cam: GradCam, batches, prepare, true_labels: np.ndarray,
-                     probabilities: np.ndarray, on_batch=None) -> Explanations:
-    """Grad-CAM of every test image (one taped pass per batch) and the statistics around it.
-
-    ``batches`` yields objects with ``images`` (0-255 pixels) in test-set order; ``prepare``
-    turns them into the model's input; ``on_batch(start, images, cam_batch)`` sees each batch
-    (the build draws overlays there).
-    """
+def summarise(cam: GradCam, cam_maps: dict, true_labels: np.ndarray,
+              probabilities: np.ndarray) -> Explanations:
+    """The explanations of the test set from every image's Grad-CAM (``GradCam.forward``'s
+    arrays, stacked in test-set order: predicted_maps, true_maps, features, channel_means)."""
     n_classes = probabilities.shape[1]
     predicted = probabilities.argmax(axis=1)
-    n_images = len(true_labels)
-    height, width, channels = cam.layer.output_shape
-    maps = np.zeros((n_images, height, width), np.float32)
-    true_maps = np.zeros_like(maps)
-    channel_means = np.zeros((n_images, channels), np.float32)
-    features = None
-    start = 0
-    for batch in batches:
-        end = start + len(batch.images)
-        result = cam(prepare(batch.images), predicted[start:end], true_labels[start:end])
-        maps[start:end], true_maps[start:end] = result.predicted_maps, result.true_maps
-        channel_means[start:end] = result.channel_means
-        if features is None:
-            features = np.zeros((n_images, result.features.shape[1]), np.float32)
-        features[start:end] = result.features
-        if on_batch is not None:
-            on_batch(start, batch.images, result)
-        start = end
-    if features is None:
-        features = np.zeros((n_images, 0), np.float32)
+    maps, true_maps = cam_maps["predicted_maps"], cam_maps["true_maps"]
     return Explanations(
         cam_layer=cam.layer.path, cam_target=cam.target, cam_maps=maps, cam_true_maps=true_maps,
         label_quality=label_quality(probabilities, true_labels),
         entropy=entropy(probabilities),
-        embedding_layer=cam.embedding_layer, embedding=pca_2d(features),
+        embedding_layer=cam.embedding_layer, embedding=pca_2d(cam_maps["features"]),
         calibration=calibration(probabilities, true_labels),
         cell_means=cell_mean_maps(maps, true_labels, predicted),
         class_means=mean_maps(true_maps, true_labels, n_classes),
-        confusion_channels=confusion_channels(channel_means, true_labels, predicted))
+        confusion_channels=confusion_channels(cam_maps["channel_means"], true_labels, predicted))

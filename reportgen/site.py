@@ -101,6 +101,20 @@ class SiteWriter:
         self._made_dirs: set[str] = set()
         self._count_lock = threading.Lock()  # write() is called from drawing threads
 
+    @classmethod
+    def into(cls, temp: Path, target: Path) -> SiteWriter:
+        """A writer into the staging folder another SiteWriter made (a build's worker, in
+        this process or another): ``write`` only; the owner counts its files with ``count``."""
+        writer = cls(target)
+        writer.temp = temp
+        return writer
+
+    def count(self, files: int, size: int) -> None:
+        """Add files that were written into the staging folder by other writers."""
+        with self._count_lock:
+            self.files_written += files
+            self.bytes_written += size
+
     def __enter__(self) -> SiteWriter:
         parent = self.target.parent
         try:

@@ -70,10 +70,10 @@ def _fast_tests_stay_fast(item) -> Iterator[None]:
     if item.get_closest_marker("slow"):
         yield
         return
-    import reportgen.build
+    import reportgen.pipeline
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(reportgen.build, "statistics_pass",
+        patch.setattr(reportgen.pipeline, "first_pass",
                       _refuse("builds a real site", item.nodeid))
         if "keras" in sys.modules:  # nothing can train before Keras is imported
             patch.setattr(sys.modules["keras"].Model, "fit",

@@ -355,18 +355,17 @@ def test_a_failed_build_leaves_the_old_site_as_it_was(sabotage, count, small_sit
 # temporary folder it says so on stderr and waits, so the signal lands mid-build, not by timing.
 PAUSED_BUILD = """
 import sys, time
-import reportgen.build
+import reportgen.pipeline
 from reportgen.cli import main
 
-draw_maps = reportgen.build._draw_maps
+draw_pass = reportgen.pipeline.draw_pass
 
 def pause_after_the_first_maps(*args, **kwargs):
-    draw_maps(*args, **kwargs)
-    next(a for a in args if hasattr(a, "drain")).drain()  # the drawing threads' files are out
+    draw_pass(*args, **kwargs)  # returns when its drawing threads' files are out
     print("paused mid-pass", file=sys.stderr, flush=True)
     time.sleep(300)  # the signal's KeyboardInterrupt ends this
 
-reportgen.build._draw_maps = pause_after_the_first_maps
+reportgen.pipeline.draw_pass = pause_after_the_first_maps
 main(sys.argv[1:], prog_name="reportgen")
 """
 

@@ -1,0 +1,350 @@
+"""The build's passes over the test images, as plain stages an engine can run anywhere.
+
+``reportgen.build`` plans, then runs two passes through an engine (``reportgen.engines``:
+this process, or the workers of a Dask cluster), then assembles the report and renders it:
+
+1. ``first_pass`` over shards of every test image: one taped forward pass per batch
+   gives the probabilities, every shown layer's maps (folded into mergeable channel
+   statistics) and Grad-CAM; input pictures and CAM overlays are written on the way,
+   and the decoded pixels are kept in a cache file so no image is decoded twice.
+2. ``merge_first`` folds shard results into one, in a fixed tree over shard numbers, so the
+   sums come out bit for bit the same whichever worker finished first.
+3. ``draw_pass`` over shards of the images that get feature maps (the channel and site plans
+   need the whole first pass): a forward pass from the cached pixels, grids drawn and written.
+
+Shards are whole batches at fixed positions, and a batch's images are always the same, so
+every image's numbers are computed from the same batch on any engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from reportgen import drawing, layout
+from reportgen.data import Batch, Split, iter_batches
+from reportgen.inputs import InputContract
+from reportgen.site import SiteWriter
+
+SHARD_BATCHES = 4  # batches per shard: a Dask task's unit of work, and of retry
+PIXEL_CACHE_NAME = ".reportgen-pixels.npy"  # in the staging folder; removed before the swap
+PIXEL_CACHE_MAX_BYTES = 4_000_000_000  # beyond this the drawing pass decodes its images again
+
+
+@dataclass(frozen=True)
+class Shard:
+    number: int  # position among this pass's shards: results are merged in this order
+    indices: tuple[int, ...]  # test-image indices (positions in PassPlan.test.images)
+
+
+def shards(indices: Sequence[int], batch_size: int,
+           batches_per_shard: int = SHARD_BATCHES) -> list[Shard]:
+    """``indices`` cut into batches of ``batch_size``, ``batches_per_shard`` batches a shard."""
+    size = batch_size * batches_per_shard
+    return [Shard(number, tuple(indices[start:start + size]))
+            for number, start in enumerate(range(0, len(indices), size))]
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """Everything a worker needs, sent once to each: no arrays, no model."""
+
+    model_file: Path  # loaded again by workers in other processes (safe mode unless trusted)
+    trust_model: bool
+    contract: InputContract
+    test: Split
+    true_labels: tuple[int, ...]
+    image_slugs: tuple[str, ...]
+    layer_paths: tuple[str, ...]  # the shown layers, in the probe's order
+    class_count: int
+    batch_size: int
+    explain: bool
+    cam_layer: str | None  # resolved path when explain
+    colormap: str
+    scale: str
+    jobs: int  # drawing threads per worker
+    target: Path  # the site folder the build replaces
+    staging: Path  # where this build's files are written before the swap
+    pixel_cache: Path | None  # .npy of every test image's pixels, or None
+
+
+@dataclass(frozen=True)
+class DrawLayer:
+    slug: str
+    channels: tuple[int, ...]  # the channel plan: the channels drawn
+
+
+# -- a worker: the model and what draws ---------------------------------------------------------
+
+class Worker:
+    """One process's model, forward pass and drawing threads, for any number of shards."""
+
+    def __init__(self, plan: PassPlan, model, *, grad_cam=None, probe=None):
+        """``grad_cam`` (explain) or ``probe`` may be given already built on ``model``, with the
+        plan's layers: the build's own process has made them to plan."""
+        from reportgen.activations import ActivationProbe
+
+        self.plan = plan
+        self.palette = drawing.colormap_palette(plan.colormap)
+        self.grad_cam = self.probe = None
+        if plan.explain:
+            from reportgen.explain import GradCam
+
+            self.grad_cam = grad_cam or GradCam(model, plan.cam_layer, layers=plan.layer_paths)
+        else:
+            chosen = set(plan.layer_paths)
+            self.probe = probe or ActivationProbe(
+                model, select=lambda layers: [layer.path for layer in layers
+                                              if layer.path in chosen])
+
+    def forward(self, images: np.ndarray, true_labels: np.ndarray):
+        """(probabilities, maps of the shown layers, CamBatch or None) for 0-255 pixels."""
+        inputs = self.plan.contract.prepare(images)
+        if self.grad_cam is not None:
+            return self.grad_cam.forward(inputs, true_labels)
+        probabilities, maps = self.probe(inputs)
+        return probabilities, maps, None
+
+
+def open_worker(plan: PassPlan) -> Worker:
+    """A worker in a process of its own: the model loaded from its file, as the build did."""
+    from reportgen import model as model_stage
+
+    return Worker(plan, model_stage.load(plan.model_file, trust=plan.trust_model))
+
+
+class _Drawing:
+    """Encodes and writes pictures in threads, overlapped with the forward pass.
+
+    NumPy's array work, zlib inside Pillow's PNG encoder and file writes release the GIL,
+    so threads overlap them with TensorFlow without copying maps between processes.
+    Pending tasks are bounded, so memory does not grow with the number of images.
+    """
+
+    def __init__(self, plan: PassPlan):
+        self.site = SiteWriter.into(plan.staging, plan.target)
+        self.pool = ThreadPoolExecutor(max_workers=plan.jobs) if plan.jobs > 1 else None
+        self.pending: deque[Future] = deque()
+
+    def submit(self, tasks: list[tuple], max_pending: int) -> None:
+        if self.pool is None:
+            for function, *args in tasks:
+                function(*args)
+            return
+        while len(self.pending) > max_pending:
+            self.pending.popleft().result()
+        self.pending.extend(self.pool.submit(*task) for task in tasks)
+
+    def finish(self) -> tuple[int, int]:
+        """Wait for every task (a task's exception is raised here); (files, bytes) written."""
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+        return self.site.files_written, self.site.bytes_written
+
+
+# -- pixels: decoded once -----------------------------------------------------------------------
+
+def create_pixel_cache(plan_test: Split, contract: InputContract, staging: Path) -> Path | None:
+    """An empty cache file for every test image's pixels, or None when it would be too big."""
+    spec = contract.spec
+    shape = (len(plan_test.images), spec.height, spec.width, spec.channels)
+    if int(np.prod(shape)) * 4 > PIXEL_CACHE_MAX_BYTES:
+        return None
+    path = staging / PIXEL_CACHE_NAME
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape).flush()
+    return path
+
+
+def _decoded(plan: PassPlan, indices: Sequence[int]) -> Iterator[Batch]:
+    """Batches of the images at ``indices`` (positions in the test split), decoded from files."""
+    subset = dataclasses.replace(plan.test, images=tuple(plan.test.images[i] for i in indices))
+    for batch in iter_batches(subset, plan.contract.spec, plan.batch_size):
+        yield dataclasses.replace(batch, indices=tuple(indices[i] for i in batch.indices))
+
+
+def _cached(plan: PassPlan, indices: Sequence[int]) -> Iterator[Batch]:
+    """The same batches from the pixel cache the first pass wrote."""
+    pixels = np.load(plan.pixel_cache, mmap_mode="r")
+    for start in range(0, len(indices), plan.batch_size):
+        chunk = tuple(indices[start:start + plan.batch_size])
+        yield Batch(np.asarray(pixels[list(chunk)]), tuple(plan.test.images[i] for i in chunk),
+                    chunk)
+
+
+# -- pass 1 -------------------------------------------------------------------------------------
+
+@dataclass
+class FirstPassResult:
+    """What a shard (or merged shards) of the first pass leaves: no feature map drawn yet."""
+
+    indices: np.ndarray  # (n,) test-image indices that decoded, ascending
+    probabilities: np.ndarray  # (n, classes)
+    accumulators: list  # one LayerStatsAccumulator per shown layer
+    cam: dict | None  # per image: predicted_maps, true_maps (n, h, w), features, channel_means
+    unreadable: list  # (ImageRecord, reason) of images that failed to decode
+    files: int  # written into the staging folder
+    bytes: int
+
+
+def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
+    """Predictions, statistics and explanations of one shard; inputs and overlays written."""
+    from reportgen.stats import LayerStatsAccumulator
+
+    plan = worker.plan
+    drawing_threads = _Drawing(plan)
+    accumulators = [LayerStatsAccumulator(layer.output_shape[2], plan.class_count)
+                    for layer in (worker.grad_cam or worker.probe).layers]
+    cache = np.load(plan.pixel_cache, mmap_mode="r+") if plan.pixel_cache else None
+    true_labels = np.asarray(plan.true_labels, dtype=np.int64)
+    indices, probabilities, cams, unreadable = [], [], [], []
+    try:
+        for batch in _decoded(plan, shard.indices):
+            unreadable.extend(batch.unreadable)
+            if not batch.records:
+                continue
+            batch_indices = np.asarray(batch.indices)
+            labels = true_labels[batch_indices]
+            batch_probabilities, maps, cam = worker.forward(batch.images, labels)
+            paths = [record.path for record in batch.records]
+            for accumulator, layer_maps in zip(accumulators, maps, strict=True):
+                accumulator.update(layer_maps, labels, paths)
+            slugs = [plan.image_slugs[i] for i in batch_indices]
+            mistaken = batch_probabilities.argmax(axis=1) != labels
+            drawing_threads.submit([(_draw_inputs, drawing_threads.site, batch.images, slugs,
+                                     cam, mistaken)], max_pending=2)
+            if cache is not None:
+                cache[batch_indices] = batch.images
+            indices.append(batch_indices)
+            probabilities.append(batch_probabilities)
+            if cam is not None:
+                cams.append(cam)
+        files, size = drawing_threads.finish()
+    finally:
+        if cache is not None:
+            cache.flush()
+            del cache
+    n_classes = plan.class_count
+    return FirstPassResult(
+        indices=np.concatenate(indices) if indices else np.zeros(0, np.int64),
+        probabilities=(np.concatenate(probabilities) if probabilities
+                       else np.zeros((0, n_classes), np.float32)),
+        accumulators=accumulators,
+        cam=_stack_cams(cams) if plan.explain else None,
+        unreadable=unreadable, files=files, bytes=size)
+
+
+def _draw_inputs(site: SiteWriter, images: np.ndarray, slugs: list[str], cam,
+                 mistaken: np.ndarray) -> None:
+    from reportgen import overlays
+
+    for offset, (image, slug) in enumerate(zip(images, slugs, strict=True)):
+        site.write(layout.input_asset(slug), drawing.input_png(image))
+        if cam is None:
+            continue
+        site.write(layout.cam_asset(slug), overlays.overlay_png(image, cam.predicted_maps[offset]))
+        if mistaken[offset]:
+            site.write(layout.cam_asset(slug, "true"),
+                       overlays.overlay_png(image, cam.true_maps[offset]))
+
+
+CAM_FIELDS = ("predicted_maps", "true_maps", "features", "channel_means")
+
+
+def _stack_cams(cams: list) -> dict | None:
+    if not cams:
+        return None
+    return {name: np.concatenate([getattr(cam, name) for cam in cams]) for name in CAM_FIELDS}
+
+
+def merge_first(a: FirstPassResult, b: FirstPassResult) -> FirstPassResult:
+    """Both shards' results: ``a`` holds the earlier images. Neither input changes."""
+    if a.cam is None or b.cam is None:
+        cam = a.cam or b.cam
+    else:
+        cam = {name: np.concatenate([a.cam[name], b.cam[name]]) for name in CAM_FIELDS}
+    return FirstPassResult(
+        indices=np.concatenate([a.indices, b.indices]),
+        probabilities=np.concatenate([a.probabilities, b.probabilities]),
+        accumulators=[x.merge(y) for x, y in zip(a.accumulators, b.accumulators, strict=True)],
+        cam=cam, unreadable=[*a.unreadable, *b.unreadable],
+        files=a.files + b.files, bytes=a.bytes + b.bytes)
+
+
+# -- pass 2 -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Written:
+    files: int
+    bytes: int
+
+
+def add_written(a: Written, b: Written) -> Written:
+    return Written(a.files + b.files, a.bytes + b.bytes)
+
+
+def draw_pass(worker: Worker, shard: Shard, layers: Sequence[DrawLayer]) -> Written:
+    """Feature-map grids of one shard's images, every shown layer."""
+    plan = worker.plan
+    drawing_threads = _Drawing(plan)
+    true_labels = np.asarray(plan.true_labels, dtype=np.int64)
+    batches = (_cached(plan, shard.indices) if plan.pixel_cache
+               else _decoded(plan, shard.indices))
+    for batch in batches:
+        if not batch.records:
+            continue
+        _, maps, _ = worker.forward(batch.images, true_labels[list(batch.indices)])
+        slugs = [plan.image_slugs[i] for i in batch.indices]
+        drawing_threads.submit(
+            [(_draw_layer, drawing_threads.site, worker.palette, plan.scale, layer_maps, slugs,
+              layer) for layer, layer_maps in zip(layers, maps, strict=True)],
+            max_pending=len(layers))
+    return Written(*drawing_threads.finish())
+
+
+def _draw_layer(site: SiteWriter, palette: bytes, scale: str, maps: np.ndarray,
+                image_slugs: list[str], layer: DrawLayer) -> None:
+    pictures = drawing.feature_grid_pngs(maps, palette, scale, layer.channels)
+    for image_slug, picture in zip(image_slugs, pictures, strict=True):
+        site.write(layout.map_asset(layer.slug, image_slug), picture)
+
+
+# -- merging in a fixed order -------------------------------------------------------------------
+
+def fold(results: Iterable, merge: Callable):
+    """Merge results given in shard order along the tree a binary counter builds.
+
+    Shard 0 and 1 merge, then 2 and 3, then those two, and so on: the tree depends on
+    the number of shards only, so the numbers never depend on which shard finished first.
+    At most log2(shards) partial results are held at once. ``merge`` may also return a
+    future (a Dask engine passes one that submits the merge to the cluster): the same
+    tree is then built there.
+    """
+    stack: list[tuple[int, object]] = []  # (number of shards merged, result)
+    for result in results:
+        size, merged = 1, result
+        while stack and stack[-1][0] == size:
+            _, earlier = stack.pop()
+            size, merged = size * 2, merge(earlier, merged)
+        stack.append((size, merged))
+    if not stack:
+        raise ValueError("nothing to merge")
+    _, merged = stack.pop()
+    while stack:
+        _, earlier = stack.pop()
+        merged = merge(earlier, merged)
+    return merged
+
+
+__all__ = ["DrawLayer", "FirstPassResult", "PassPlan", "Shard", "Worker", "Written",
+           "add_written", "create_pixel_cache", "draw_pass", "first_pass", "fold",
+           "merge_first", "open_worker", "shards"]
