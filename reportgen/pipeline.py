@@ -7,8 +7,9 @@ this process, or the workers of a Dask cluster), then assembles the report and r
    gives the probabilities, every shown layer's maps (folded into mergeable channel
    statistics) and Grad-CAM; input pictures and CAM overlays are written on the way,
    and the decoded pixels are kept in a cache file so no image is decoded twice.
-2. ``merge_first`` folds shard results into one, in a fixed tree over shard numbers, so the
-   sums come out bit for bit the same whichever worker finished first.
+2. ``merge_first`` folds shard results into one, in a fixed tree over shard numbers
+   (``reportgen.engines.fold_in_order``), so the sums come out bit for bit the same
+   whichever worker finished first.
 3. ``draw_pass`` over shards of the images that get feature maps (the channel and site plans
    need the whole first pass): a forward pass from the cached pixels, grids drawn and written.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,33 +319,6 @@ def _draw_layer(site: SiteWriter, palette: bytes, scale: str, maps: np.ndarray,
         site.write(layout.map_asset(layer.slug, image_slug), picture)
 
 
-# -- merging in a fixed order -------------------------------------------------------------------
-
-def fold(results: Iterable, merge: Callable):
-    """Merge results given in shard order along the tree a binary counter builds.
-
-    Shard 0 and 1 merge, then 2 and 3, then those two, and so on: the tree depends on
-    the number of shards only, so the numbers never depend on which shard finished first.
-    At most log2(shards) partial results are held at once. ``merge`` may also return a
-    future (a Dask engine passes one that submits the merge to the cluster): the same
-    tree is then built there.
-    """
-    stack: list[tuple[int, object]] = []  # (number of shards merged, result)
-    for result in results:
-        size, merged = 1, result
-        while stack and stack[-1][0] == size:
-            _, earlier = stack.pop()
-            size, merged = size * 2, merge(earlier, merged)
-        stack.append((size, merged))
-    if not stack:
-        raise ValueError("nothing to merge")
-    _, merged = stack.pop()
-    while stack:
-        _, earlier = stack.pop()
-        merged = merge(earlier, merged)
-    return merged
-
-
 __all__ = ["DrawLayer", "FirstPassResult", "PassPlan", "Shard", "Worker", "Written",
-           "add_written", "create_pixel_cache", "draw_pass", "first_pass", "fold",
+           "add_written", "create_pixel_cache", "draw_pass", "first_pass",
            "merge_first", "open_worker", "shards"]

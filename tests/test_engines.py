@@ -327,3 +327,52 @@ def _group_ends(group: int) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+# -- whole builds: the acceptance checks --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def build_inputs(tmp_path_factory) -> Path:
+    """36 test images of the shapes and a tiny untrained 8x8 model (tests/fixture_models.py)."""
+    import fixture_models
+
+    from reportgen import shapes
+
+    root = tmp_path_factory.mktemp("engine-build")
+    shapes.generate(root / "data", per_class=40, seed=3, size=16)
+    fixture_models.sequential_with_input().save(root / "model.keras")
+    return root
+
+
+def site_files(site: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(site)): path.read_bytes()
+            for path in sorted(site.rglob("*")) if path.is_file()}
+
+
+def differing(first: dict[str, bytes], second: dict[str, bytes]) -> list[str]:
+    return sorted(name for name in first.keys() | second.keys() if first.get(name) != second.get(name))
+
+
+def build_site(inputs: Path, out: Path, monkeypatch, **engine) -> dict[str, bytes]:
+    import reportgen.plan
+    from reportgen.build import BuildOptions, build
+
+    # Batches of 4, so 36 images make several shards of whole batches on any engine.
+    monkeypatch.setattr(reportgen.plan, "MAX_BATCH", 4)
+    build(BuildOptions(data=inputs / "data", model_path=inputs / "model.keras", out=out, **engine),
+          echo=lambda line: None)
+    return site_files(out)
+
+
+@pytest.fixture(scope="module")
+def local_site(build_inputs, tmp_path_factory) -> dict[str, bytes]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return build_site(build_inputs, tmp_path_factory.mktemp("local") / "site", monkeypatch)
+
+
+@pytest.mark.slow
+def test_a_dask_build_is_byte_identical_to_a_local_one(build_inputs, local_site, tmp_path,
+                                                       monkeypatch):
+    dask_site = build_site(build_inputs, tmp_path / "site", monkeypatch, engine="dask", workers=2)
+    assert len(local_site) > 100
+    assert differing(local_site, dask_site) == []
