@@ -371,8 +371,53 @@ def local_site(build_inputs, tmp_path_factory) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_a_dask_build_is_byte_identical_to_a_local_one(build_inputs, local_site, tmp_path,
-                                                       monkeypatch):
+def test_a_dask_build_is_byte_identical_to_a_local_one_even_if_a_worker_dies(
+        build_inputs, local_site, tmp_path, monkeypatch):
+    import reportgen.pipeline
+
+    # The worker process that first runs shard 1 of the first pass is killed; Dask runs the
+    # shard again on a worker the nanny starts anew.
+    monkeypatch.setattr(reportgen.pipeline, "first_pass", toy.first_pass_killing_once)
     dask_site = build_site(build_inputs, tmp_path / "site", monkeypatch, engine="dask", workers=2)
+    assert (tmp_path / "killed-once").exists()
     assert len(local_site) > 100
     assert differing(local_site, dask_site) == []
+
+
+@pytest.mark.slow
+def test_a_build_on_a_cluster_started_with_dasks_command_line(build_inputs, tmp_path):
+    """As acceptance checks it: `dask scheduler`, `dask worker --nworkers 2`, `reportgen build`."""
+    from reportgen.build import BuildOptions, build
+
+    build(BuildOptions(data=build_inputs / "data", model_path=build_inputs / "model.keras",
+                       out=tmp_path / "local"), echo=lambda line: None)  # the CLI's batches
+    local = site_files(tmp_path / "local")
+    dask = str(Path(sys.executable).parent / "dask")
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = _start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                        "--no-dashboard", "--scheduler-file", str(scheduler_file)])
+    workers = None
+    try:
+        address = _scheduler_address(scheduler_file, scheduler)
+        workers = _start([dask, "worker", address, "--nworkers", "2", "--no-dashboard"])
+        site = tmp_path / "site"
+        built = _reportgen_build(build_inputs, site, "--engine", "dask", "--scheduler", address)
+        assert built.returncode == 0, built.stderr
+        assert differing(local, site_files(site)) == []
+    finally:
+        if workers is not None:
+            _stop(workers)
+        _stop(scheduler)
+    # The scheduler is gone: one line of error, and the site stays as it was.
+    failed = _reportgen_build(build_inputs, site, "--engine", "dask", "--scheduler", address)
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines()[-1] == (
+        f"Error: cannot reach the Dask scheduler at {address} within 10 s")
+    assert "Traceback" not in failed.stderr
+    assert differing(local, site_files(site)) == []
+
+
+def _reportgen_build(inputs: Path, site: Path, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "reportgen", "build", "--data", str(inputs / "data"),
+                           "--model", str(inputs / "model.keras"), "--out", str(site), *options],
+                          capture_output=True, text=True, timeout=600)
