@@ -223,11 +223,11 @@ class DaskEngine:
 
     def map_reduce(self, task: Callable, shards: Sequence, merge: Callable, *, label: str,
                    count: Callable[[Any], int] = shard_images):
-        shards = sorted(shards, key=lambda shard: shard.number)
-        client, run = self.client, uuid.uuid4().hex[:8]
-        task_name = getattr(task, "__name__", "task")
         from reportgen.dask_worker import run_task
 
+        shards = sorted(shards, key=lambda shard: shard.number)
+        client, run = self.client, uuid.uuid4().hex[:8]
+        task_name = getattr(getattr(task, "func", task), "__name__", "task")  # a partial's too
         mapped = {client.submit(run_task, self._plugin_name, task, shard,
                                 key=f"reportgen-{task_name}-{run}-{shard.number}"): shard
                   for shard in shards}
