@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import operator
 import os
+import re
 import subprocess
 import sys
 import time
@@ -121,34 +123,46 @@ def differing_files(first: Path, second: Path) -> list[str]:
                   if name not in a or name not in b or a[name].read_bytes() != b[name].read_bytes())
 
 
-def compare(name: str, model: Path, data: Path, work: Path, workers: int) -> list[str]:
+def compare(name: str, title: str, model: Path, data: Path, n_images: int, work: Path,
+            workers: int) -> list[str]:
+    from reportgen.pipeline import SHARD_BATCHES
+
     local = run_build(model, data, work / f"{name}-local", ["--engine", "local"])
     dask = run_build(model, data, work / f"{name}-dask{workers}",
                      ["--engine", "dask", "--workers", str(workers)])
+    batch = re.search(r"Batches of (\d+) images", local.site.with_suffix(".log").read_text())
+    shard_images = int(batch[1]) * SHARD_BATCHES if batch else 0
+    first_shards = math.ceil(n_images / shard_images) if shard_images else 0
     different = differing_files(local.site, dask.site)
     site_bytes = sum(path.stat().st_size for path in local.site.rglob("*") if path.is_file())
     serial = local.wall_seconds - local.spread_seconds
-    # How well the measured run spread the passes: 1.0 would be a perfect split over `workers`.
-    spread_dask = max(dask.wall_seconds - serial, 1e-9)
-    efficiency = local.spread_seconds / (workers * spread_dask)
-    lines = [f"### {name}", "",
+    # What the cluster adds once, whatever the number of machines: starting it, each worker
+    # importing TensorFlow and loading the model (in parallel), the scheduler's round trips.
+    # On one machine the workers share the cores the local engine had to itself.
+    overhead = max(0.0, dask.spread_seconds - local.spread_seconds)
+    lines = [f"### {title}", "",
              "| engine | wall s | passes s (statistics, drawing, explanations) | site identical |",
              "|---|---|---|---|",
              f"| `--engine local` | {local.wall_seconds:.1f} | {local.spread_seconds:.1f} | |",
              f"| `--engine dask --workers {workers}` | {dask.wall_seconds:.1f} | "
              f"{dask.spread_seconds:.1f} | "
              f"{'yes' if not different else f'NO: {len(different)} files differ'} |", "",
+             f"Shards of {shard_images} images ({first_shards} in the first pass); the local "
+             "first pass took "
+             f"{local.stage_seconds.get('statistics', 0) / max(first_shards, 1):.2f} s a shard.", "",
              f"Ratio dask / local: **{dask.wall_seconds / local.wall_seconds:.2f}**. "
-             f"Serial part (start-up, model, plans, merge, render, swap): {serial:.1f} s; "
-             f"the {workers} workers ran the passes at {efficiency:.0%} of a perfect split "
-             "of the local passes (on one machine they share its cores).", "",
-             "Projection for N machines of this kind, one worker each, over a shared disk: "
-             "serial part + local passes / N at the efficiency measured above. The site's bytes "
-             "must cross the shared disk in the passes' time (column 3).", "",
+             f"Serial part (start-up, model, plans, render, swap, in `reportgen build`): "
+             f"{serial:.1f} s; what the cluster added to the passes: {overhead:.1f} s.", "",
+             "Projection for N machines like this one, each as fast as the local engine is here, "
+             "over a shared disk: serial part + what the cluster adds + local passes / N. The "
+             "serial part and the cluster's fixed cost bound it; the site's "
+             f"{site_bytes / 1e6:,.0f} MB must cross the shared disk in the passes' time "
+             "(column 3), and the merged statistics travel back to one process.", "",
              "| machines | projected wall s | shared-disk write rate needed |", "|---|---|---|"]
     for machines in PROJECTED_MACHINES:
-        passes = local.spread_seconds / (machines * min(1.0, efficiency))
-        lines.append(f"| {machines} | {serial + passes:.1f} | {site_bytes / 1e6 / passes:,.0f} MB/s |")
+        passes = local.spread_seconds / machines
+        lines.append(f"| {machines} | {serial + overhead + passes:.1f} | "
+                     f"{site_bytes / 1e6 / passes:,.1f} MB/s |")
     lines.append("")
     if different:
         lines += ["Differing files (first 10): " + ", ".join(f"`{name}`" for name in different[:10]),
@@ -160,7 +174,8 @@ def sections(work: Path, shapes_images: int, big_images: int, workers: int) -> l
     work.mkdir(parents=True, exist_ok=True)
     overhead = measure_overhead(workers, work / "staging")
     lines = [SECTION_START, "", f"## The Dask engine: local against {workers} workers", "",
-             f"On this machine ({os.cpu_count()} cores), one run. What the engine itself costs, "
+             f"On this machine ({os.cpu_count()} cores, 1-minute load average "
+             f"{os.getloadavg()[0]:.1f} as the run began), one run. What the engine itself costs, "
              f"on {OVERHEAD_SHARDS} one-image shards of a task that does nothing:", "",
              "| measure | value |", "|---|---|",
              f"| starting a LocalCluster of {workers} (workers up, folders checked) | "
@@ -171,14 +186,14 @@ def sections(work: Path, shapes_images: int, big_images: int, workers: int) -> l
              f"{overhead.dask_ms_per_shard:.1f} ms |", ""]
     data = bench.ensure_dataset(work, shapes_images)
     model = bench.ensure_model(work, bench.ensure_dataset(work, bench.ARTICLE_TEST_IMAGES))
-    lines += compare(f"shapes, {shapes_images:,} images, the article's CNN", model, data,
-                     work / "sites", workers)
+    lines += compare(f"shapes-{shapes_images}", f"shapes, {shapes_images:,} images, the article's CNN",
+                     model, data, shapes_images, work / "sites", workers)
     per_class = max(1, big_images // 3)
     photos = big_models.photos(work / f"photos-{per_class * 3}", ["cats", "dogs", "owls"],
                                per_class, (240, 300))
     mobilenet = big_models.mobilenet(work / "mobilenetv2-224.keras", 3)
-    lines += compare(f"MobileNetV2 at 224x224, {per_class * 3} images", mobilenet, photos,
-                     work / "sites", workers)
+    lines += compare(f"mobilenet-{per_class * 3}", f"MobileNetV2 at 224x224, {per_class * 3} images",
+                     mobilenet, photos, per_class * 3, work / "sites", workers)
     lines += [SECTION_END]
     return lines
 
