@@ -93,21 +93,20 @@ class GradCam:
             calls.setdefault(id(outputs), (operation, args))
             if operation is final and not found:
                 found["logits"], found["classifier"] = _pre_softmax(operation, args, calls)
-                found["probabilities"] = outputs
                 return found["logits"]
             return None
 
         replay = _replay(model, image_input, nested_probes={}, on_call=on_call)
         output = replay.outputs[0]
         classifier, args = found.get("classifier") or (None, ())
-        outer = any(layer is final for layer in model.layers)
         if found.get("logits") is None:
-            logits, features, probabilities = keras.ops.log(output + 1e-12), output, output
+            logits = _applied(lambda p: keras.ops.log(p + 1e-12), "log_probability")(output)
+            features, probabilities = output, output
             self.target, self.embedding_layer = "log_probability", "probabilities"
         else:
-            # The model's own output tensor where it is in this graph; inside a nested model,
-            # the output layer's activation applied again to the logits the replay returns.
-            probabilities = found["probabilities"] if outer else _activate(final, output)
+            # The output layer's own activation on the logits: the same operations as its
+            # call (a Dense is matmul, add, activation), so the same numbers, bit for bit.
+            probabilities = _activate(final, output)
             if any(layer is classifier for layer in model.layers):
                 logits, features = output, args[0]
                 self.target, self.embedding_layer = "logit", classifier.name
@@ -222,8 +221,32 @@ def _activate(final, logits):
     from reportgen.keras_import import keras
 
     if isinstance(final, keras.layers.Dense):
-        return final.activation(logits)
-    return final(logits)  # a Softmax or Activation layer holds no weights
+        return _applied(final.activation, f"{final.name}_activation")(logits)
+    return final(logits)  # a Softmax or Activation layer holds no weights: called again
+
+
+def _dense_logits(dense):
+    """A Dense layer's pre-activation from its own weights, as its call computes it."""
+    from reportgen.keras_import import keras
+
+    def logits(features):
+        product = keras.ops.matmul(features, dense.kernel)
+        return keras.ops.add(product, dense.bias) if dense.use_bias else product
+
+    return logits
+
+
+def _applied(function, name: str):
+    """``function`` as a layer named ``reportgen_<name>``: keras.ops called on symbolic tensors
+    become graph operations with default names ("add", "log") that can clash with the model's
+    own layers of that name."""
+    from reportgen.keras_import import keras
+
+    class Applied(keras.layers.Layer):
+        def call(self, inputs):
+            return function(inputs)
+
+    return Applied(name=f"reportgen_{name}")
 
 
 def _output_layer(model):
@@ -246,10 +269,8 @@ def _pre_softmax(operation, args, calls: dict[int, tuple]) -> tuple:
     from reportgen.keras_import import keras
 
     if isinstance(operation, keras.layers.Dense):
-        logits = keras.ops.matmul(args[0], operation.kernel)
-        if operation.use_bias:
-            logits = logits + operation.bias
-        return logits, (operation, args)
+        return _applied(_dense_logits(operation), f"{operation.name}_logits")(args[0]), \
+            (operation, args)
     if _is_softmax(operation):
         producer = calls.get(id(args[0]))
         is_dense = producer is not None and isinstance(producer[0], keras.layers.Dense)
