@@ -18,7 +18,7 @@ from pathlib import Path
 import engine_tasks as toy
 import pytest
 
-from reportgen.engines import DaskEngine, LocalEngine, fold_in_order, make_engine
+from reportgen.engines import DaskEngine, LocalEngine, make_engine
 from reportgen.errors import UserError
 
 TESTS = Path(__file__).resolve().parent
@@ -39,19 +39,6 @@ def expected_offsets(plan: toy.ToyPlan) -> list[tuple[int, int]]:
 def openings(plan: toy.ToyPlan) -> dict[str, int]:
     """How often each process opened a worker."""
     return {log.name: log.read_text().count("opened") for log in (plan.staging / "opened").iterdir()}
-
-
-def test_fold_in_order_merges_neighbours_along_a_balanced_tree():
-    assert fold_in_order("0", toy.parenthesize) == "0"
-    assert fold_in_order("012", toy.parenthesize) == "((0+1)+2)"
-    assert fold_in_order("0123456", toy.parenthesize) == "((0+1)+(2+3))+((4+5)+6)".join("()")
-    assert fold_in_order(list(map(str, range(9))), toy.parenthesize) == (
-        "((((0+1)+(2+3))+((4+5)+(6+7)))+8)")
-
-
-def test_fold_in_order_of_nothing_is_an_error():
-    with pytest.raises(ValueError, match="no shards"):
-        fold_in_order([], toy.parenthesize)
 
 
 def test_local_engine_merges_in_shard_order_and_opens_its_worker_once(tmp_path, capsys):
