@@ -160,7 +160,9 @@ class DaskEngine:
             # Spawned, not forked (Dask's default): TensorFlow must not be forked.
             self.cluster = distributed.LocalCluster(
                 n_workers=self.workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, env=threads, preload=["reportgen.dask_worker"],
+                # Its HTTP routes on a free loopback port: with None they still take :8787,
+                # with a warning whenever another cluster holds it.
+                dashboard_address="127.0.0.1:0", env=threads, preload=["reportgen.dask_worker"],
                 silence_logs=logging.ERROR)  # a worker restarted after a crash is routine
             self.client = distributed.Client(self.cluster)
             where = f"the local cluster of {self.workers} workers"

@@ -5,6 +5,7 @@ The toy plans and tasks are in engine_tasks.py, a module Dask workers can import
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -117,9 +118,22 @@ def test_engine_options_that_do_not_go_together(tmp_path, name, options, message
 def local_cluster(tmp_path_factory):
     """A DaskEngine on a LocalCluster of 2 worker processes, for the module's toy plan."""
     plan = toy_plan(tmp_path_factory.mktemp("cluster"))
-    with DaskEngine(plan, toy.open_toy_worker, workers=2, read_paths=[TESTS],
-                    write_folder=plan.staging) as engine:
+    engine = DaskEngine(plan, toy.open_toy_worker, workers=2, read_paths=[TESTS],
+                        write_folder=plan.staging)
+    with _dask_default_port_taken():  # as when another cluster runs: no warning, no failure
+        engine.__enter__()
+    with engine:
         yield engine
+
+
+@contextlib.contextmanager
+def _dask_default_port_taken():
+    """Hold Dask's default HTTP port, 8787, unless something else already does."""
+    with socket.socket() as holder:
+        with contextlib.suppress(OSError):
+            holder.bind(("0.0.0.0", 8787))
+            holder.listen()
+        yield
 
 
 @pytest.mark.slow
