@@ -10,7 +10,9 @@ Everything is measured in one run on one machine, so the ratios compare like wit
 3. where the time of a build goes, stage by stage, calling the stages directly;
 4. PNG compression settings for the feature-map grids;
 5. ``--jobs 1`` against ``--jobs 2``;
-6. decoding a folder of 12 MP JPEGs: before and after draft mode, against Pillow alone.
+6. decoding a folder of 12 MP JPEGs: before and after draft mode, against Pillow alone;
+7. Grad-CAM: the batched pass against keras-io's one image at a time and the forward pass
+   (``grad_cam_cost.py``, which also runs alone).
 
 Datasets and the quick model are kept in the work folder and reused; timings never are.
 """
@@ -41,6 +43,7 @@ from reportgen import drawing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import big_models  # noqa: E402  (a sibling script, not a package)
+import grad_cam_cost  # noqa: E402  (a sibling script, not a package)
 
 N_CLASSES = 3  # the bundled shapes
 ARTICLE_PER_CLASS, ARTICLE_TEST_FRACTION = 100, 0.3  # the article's split
@@ -1041,6 +1044,7 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", *big_models.sections(work / "big", args.big_images, args.classes,
                                        args.class_images)]
     lines += photo_section(measure_photo_decoding(ensure_photos(work)))
+    lines += ["", *grad_cam_cost.sections()]
     args.out.write_text("\n".join(lines).rstrip() + "\n")
     log(f"wrote {args.out}")
 
