@@ -11,7 +11,9 @@ Everything is measured in one run on one machine, so the ratios compare like wit
 3. where the time of a build goes: the build's own stages (``reportgen.pipeline``), each timed;
 4. PNG compression settings for the feature-map grids;
 5. ``--jobs 1`` against ``--jobs 2``;
-6. decoding a folder of 12 MP JPEGs: before and after draft mode, against Pillow alone.
+6. decoding a folder of 12 MP JPEGs: before and after draft mode, against Pillow alone;
+7. Grad-CAM: the batched pass against keras-io's one image at a time and the forward pass
+   (``grad_cam_cost.py``, which also runs alone).
 
 Datasets and the quick model are kept in the work folder and reused; timings never are.
 ``--sections 3`` (say) measures only those and replaces only them in ``--out``.
@@ -46,6 +48,7 @@ from reportgen import drawing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
 import big_models  # noqa: E402  (a sibling script, not a package)
+import grad_cam_cost  # noqa: E402  (a sibling script, not a package)
 from generated_photos import photo_like  # noqa: E402  (the tests' helper module)
 
 N_CLASSES = 3  # the bundled shapes
@@ -1008,7 +1011,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="test images of the many-class build")
     parser.add_argument("--sections", default=",".join(map(str, SECTIONS)),
                         help="sections to measure, comma-separated; a subset replaces only those "
-                             "sections of --out (the big-models section runs with all of them)")
+                             "sections of --out (big_models.py and grad_cam_cost.py, which also "
+                             "run alone, run only with all of them)")
     args = parser.parse_args(argv)
     args.sizes = sorted({int(size) for size in args.sizes.split(",")})
     args.sections = sorted({int(number) for number in args.sections.split(",")})
@@ -1100,6 +1104,7 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", *big_models.sections(work / "big", args.big_images, args.classes,
                                        args.class_images)]
     lines += sections[6]
+    lines += ["", *grad_cam_cost.sections()]
     args.out.write_text("\n".join(lines).rstrip() + "\n")
     log(f"wrote {args.out}")
 

@@ -73,6 +73,7 @@ class BuildOptions:
     title: str | None = None
     explain: bool = True  # Grad-CAM, calibration, label quality, embedding (reportgen.explain)
     cam_layer: str | None = None  # None: the last feature-map layer larger than 1x1
+    embedding: str = "pca"  # the embedding map's method: reportgen.explain.EMBEDDING_METHODS
     site_url: str | None = None  # where the site will be published, ending in "/" (publish.site_url)
     generate_missing_data: bool = False
     train: TrainOptions = field(default_factory=TrainOptions)
@@ -272,6 +273,10 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
     stage_seconds: dict[str, float] = {}
     generated_at = _generated_at()
     palette = drawing.colormap_palette(options.colormap)
+    if options.explain and options.embedding == "tsne":  # before the pass, not after an hour of it
+        from reportgen.explain import require_tsne
+
+        require_tsne()
     dataset = prepare_data(options, echo)
     check_target(options.out, [dataset.root])  # refuse a bad --out before minutes of training
     obtained = obtain_model(options, dataset, echo)
@@ -364,7 +369,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
         explanations = None
         if grad_cam is not None:
             explanations = _explanations(grad_cam, first.cam, true_labels, probabilities,
-                                         list(class_names), site)
+                                         list(class_names), site, options.embedding)
         metrics = compute_metrics(true_labels, predicted, len(class_names))
         best_val = max(history.val_accuracy) if history and history.val_accuracy else None
         warnings = (*collapse_warnings(true_labels, probabilities, class_names, contract,
@@ -428,13 +433,13 @@ def _drawing_pass(worker, site: SiteWriter, site_plan: plan.SitePlan, priority: 
 
 
 def _explanations(grad_cam, cam: dict, true_labels: np.ndarray, probabilities: np.ndarray,
-                  class_names: list[str], site: SiteWriter):
+                  class_names: list[str], site: SiteWriter, embedding_method: str):
     """Explanations from the first pass's per-image Grad-CAM; mean maps written."""
     from reportgen import overlays
     from reportgen.explain import summarise
     from reportgen.render_explain import cam_cells_shown
 
-    explanations = summarise(grad_cam, cam, true_labels, probabilities)
+    explanations = summarise(grad_cam, cam, true_labels, probabilities, embedding_method)
     class_slugs = _unique_slugs(class_names)
     for t, true_slug in enumerate(class_slugs):
         site.write(layout.cam_class_asset(true_slug),

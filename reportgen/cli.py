@@ -15,6 +15,7 @@ import click
 
 from reportgen import __version__
 from reportgen.errors import UserError
+from reportgen.explain import EMBEDDING_METHODS
 from reportgen.plan import DEFAULT_MAX_CHANNELS, DEFAULT_MAX_SITE_MB, DEFAULT_MEMORY_BUDGET_MB
 
 DEFAULT_DATA = Path("data/shapes")
@@ -239,6 +240,9 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
               help="Grad-CAM for every image, label quality, calibration and an embedding map.")
 @click.option("--cam-layer", help="Grad-CAM's feature-map layer (a path as on the overview) "
                                   "[default: the last one larger than 1x1].")
+@click.option("--embedding", type=click.Choice(EMBEDDING_METHODS), default="pca", show_default=True,
+              help="How the embedding map is drawn: pca (NumPy) or tsne (scikit-learn, needs "
+                   "pip install 'reportgen[tsne]').")
 @click.option("--site-url", help="Where the site will be published, e.g. "
                                  "https://you.github.io/repo/: adds a sitemap.xml and canonical "
                                  "links, and lets 404.html work at any path. Without it every "
@@ -252,7 +256,7 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
           colormap: str, images_per_page: int, max_gallery_images: int | None,
           max_channels: int, memory_budget_mb: int, max_site_mb: int, jobs: int,
           strict: bool, title: str | None, explain: bool, cam_layer: str | None,
-          site_url: str | None, **training) -> None:
+          embedding: str, site_url: str | None, **training) -> None:
     """Write the HTML report: train or load, run every test image."""
     from reportgen.publish import site_url as checked_site_url
 
@@ -274,7 +278,7 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
         images_per_page=images_per_page, max_gallery_images=max_gallery_images,
         max_channels=max_channels, memory_budget_mb=memory_budget_mb, max_site_mb=max_site_mb,
         jobs=jobs, strict=strict, title=title, explain=explain, cam_layer=cam_layer,
-        site_url=site_url, generate_missing_data=data == DEFAULT_DATA,
+        embedding=embedding, site_url=site_url, generate_missing_data=data == DEFAULT_DATA,
         train=_train_options(**training),
     )
     from reportgen.site import InterruptedAfterSwap

@@ -23,6 +23,7 @@ with another activation would have to rebuild nested models and shared layers.
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -93,21 +94,20 @@ class GradCam:
             calls.setdefault(id(outputs), (operation, args))
             if operation is final and not found:
                 found["logits"], found["classifier"] = _pre_softmax(operation, args, calls)
-                found["probabilities"] = outputs
                 return found["logits"]
             return None
 
         replay = _replay(model, image_input, nested_probes={}, on_call=on_call)
         output = replay.outputs[0]
         classifier, args = found.get("classifier") or (None, ())
-        outer = any(layer is final for layer in model.layers)
         if found.get("logits") is None:
-            logits, features, probabilities = keras.ops.log(output + 1e-12), output, output
+            logits = _applied(lambda p: keras.ops.log(p + 1e-12), "log_probability")(output)
+            features, probabilities = output, output
             self.target, self.embedding_layer = "log_probability", "probabilities"
         else:
-            # The model's own output tensor where it is in this graph; inside a nested model,
-            # the output layer's activation applied again to the logits the replay returns.
-            probabilities = found["probabilities"] if outer else _activate(final, output)
+            # The output layer's own activation on the logits: the same operations as its
+            # call (a Dense is matmul, add, activation), so the same numbers, bit for bit.
+            probabilities = _activate(final, output)
             if any(layer is classifier for layer in model.layers):
                 logits, features = output, args[0]
                 self.target, self.embedding_layer = "logit", classifier.name
@@ -222,8 +222,32 @@ def _activate(final, logits):
     from reportgen.keras_import import keras
 
     if isinstance(final, keras.layers.Dense):
-        return final.activation(logits)
-    return final(logits)  # a Softmax or Activation layer holds no weights
+        return _applied(final.activation, f"{final.name}_activation")(logits)
+    return final(logits)  # a Softmax or Activation layer holds no weights: called again
+
+
+def _dense_logits(dense):
+    """A Dense layer's pre-activation from its own weights, as its call computes it."""
+    from reportgen.keras_import import keras
+
+    def logits(features):
+        product = keras.ops.matmul(features, dense.kernel)
+        return keras.ops.add(product, dense.bias) if dense.use_bias else product
+
+    return logits
+
+
+def _applied(function, name: str):
+    """``function`` as a layer named ``reportgen_<name>``: keras.ops called on symbolic tensors
+    become graph operations with default names ("add", "log") that can clash with the model's
+    own layers of that name."""
+    from reportgen.keras_import import keras
+
+    class Applied(keras.layers.Layer):
+        def call(self, inputs):
+            return function(inputs)
+
+    return Applied(name=f"reportgen_{name}")
 
 
 def _output_layer(model):
@@ -246,10 +270,8 @@ def _pre_softmax(operation, args, calls: dict[int, tuple]) -> tuple:
     from reportgen.keras_import import keras
 
     if isinstance(operation, keras.layers.Dense):
-        logits = keras.ops.matmul(args[0], operation.kernel)
-        if operation.use_bias:
-            logits = logits + operation.bias
-        return logits, (operation, args)
+        return _applied(_dense_logits(operation), f"{operation.name}_logits")(args[0]), \
+            (operation, args)
     if _is_softmax(operation):
         producer = calls.get(id(args[0]))
         is_dense = producer is not None and isinstance(producer[0], keras.layers.Dense)
@@ -320,32 +342,114 @@ def entropy(probabilities: np.ndarray) -> np.ndarray:
 
 # -- embedding -------------------------------------------------------------------------------
 
+EMBEDDING_METHODS = ("pca", "tsne")
+TSNE_MIN_POINTS = 4  # below, perplexity ((points - 1) / 3) is under one neighbour
+TSNE_MAX_PERPLEXITY = 30.0  # scikit-learn's default, where there are enough points
+TSNE_INPUT_DIMENSIONS = 50  # scikit-learn's advice: reduce wide features by PCA first
+TSNE_RANDOM_STATE = 0
+
+
 @dataclass(frozen=True)
 class Embedding:
-    coordinates: np.ndarray  # (n, 2)
-    explained_variance: tuple[float, float]  # share of the total variance on each axis
+    coordinates: np.ndarray  # (n, 2); NaN for an image a t-SNE map leaves out (even_sample)
+    explained_variance: tuple[float, float] | None  # PCA: each axis's share of the variance
+    method: str = "pca"  # what drew the map: "pca" or "tsne"
+    perplexity: float | None = None  # t-SNE's
+    fallback: str | None = None  # why PCA drew a map that t-SNE was asked for
 
 
-def pca_2d(features: np.ndarray) -> Embedding:
-    """The first two principal components, by SVD of the centred features.
+def _principal_axes(x: np.ndarray, k: int) -> tuple[np.ndarray, list[float]]:
+    """(n, k) coordinates on the first ``k`` principal components of the rows of ``x`` (zeros
+    beyond its rank) and each one's share of the total variance.
 
     Signs are fixed so that each axis's largest-magnitude coordinate is positive (as
     scikit-learn's svd_flip), so the picture does not flip between equal builds.
     """
-    x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
-    coordinates = np.zeros((len(x), 2))
-    shares = [0.0, 0.0]
+    coordinates = np.zeros((len(x), k))
+    shares = [0.0] * k
     if len(x) >= 2:
         centred = x - x.mean(axis=0)
         u, s, _ = np.linalg.svd(centred, full_matrices=False)
         total = float((s ** 2).sum())
-        for axis in range(min(2, len(s))):
+        for axis in range(min(k, len(s))):
             column = u[:, axis] * s[axis]
             if column[np.argmax(np.abs(column))] < 0:
                 column = -column
             coordinates[:, axis] = column
             shares[axis] = float(s[axis] ** 2 / total) if total > 0 else 0.0
+    return coordinates, shares
+
+
+def _rows(features: np.ndarray) -> np.ndarray:
+    """Each image's features as one float64 row (an empty set too)."""
+    x = np.asarray(features, dtype=np.float64)
+    return x.reshape(len(x), math.prod(x.shape[1:]))
+
+
+def pca_2d(features: np.ndarray) -> Embedding:
+    """The first two principal components, by SVD of the centred features."""
+    x = _rows(features)
+    coordinates, shares = _principal_axes(x, 2)
     return Embedding(coordinates, (shares[0], shares[1]))
+
+
+def require_tsne() -> None:
+    """Raise a UserError naming the extra when scikit-learn, which draws t-SNE maps, is missing."""
+    try:
+        import sklearn.manifold  # noqa: F401
+    except ImportError:
+        raise UserError("--embedding tsne needs scikit-learn, which is not installed: "
+                        "pip install 'reportgen[tsne]'") from None
+
+
+def tsne_perplexity(n_points: int) -> float:
+    """scikit-learn's default 30, or (points - 1) / 3 below 91 points (it meets 30 there):
+    perplexity must stay well under the number of points."""
+    return min(TSNE_MAX_PERPLEXITY, (n_points - 1) / 3)
+
+
+def tsne_2d(features: np.ndarray) -> Embedding:
+    """t-SNE (scikit-learn, Barnes-Hut) of at least ``TSNE_MIN_POINTS`` rows; deterministic:
+    PCA initialisation and a fixed random state. Features wider than
+    ``TSNE_INPUT_DIMENSIONS`` are first reduced to that many principal components."""
+    require_tsne()
+    from sklearn.manifold import TSNE
+
+    x = _rows(features)
+    if x.shape[1] > TSNE_INPUT_DIMENSIONS:
+        x, _ = _principal_axes(x, TSNE_INPUT_DIMENSIONS)
+    perplexity = tsne_perplexity(len(x))
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
+                random_state=TSNE_RANDOM_STATE)
+    return Embedding(tsne.fit_transform(x).astype(np.float64), None, "tsne", perplexity)
+
+
+def embed_2d(features: np.ndarray, labels: np.ndarray, method: str = "pca") -> Embedding:
+    """The embedding map's coordinates for every image, by ``method`` (EMBEDDING_METHODS).
+
+    PCA projects every image. t-SNE costs far more per point, so it maps only the images the
+    map shows (``even_sample``) and leaves the others NaN. Under ``TSNE_MIN_POINTS`` images,
+    or when the features do not vary, PCA draws the map instead and ``fallback`` says why.
+    """
+    if method == "pca":
+        return pca_2d(features)
+    if method != "tsne":
+        raise ValueError(f"unknown embedding method {method!r}; one of {EMBEDDING_METHODS}")
+    shown = even_sample(labels)
+    sample = _rows(features)[shown]
+    fallback = None
+    if len(shown) < TSNE_MIN_POINTS:
+        fallback = f"t-SNE needs at least {TSNE_MIN_POINTS} images and there are {len(shown)}"
+    elif not np.ptp(sample, axis=0).any():  # t-SNE's PCA start would divide by zero
+        fallback = "every image has the same features, which t-SNE cannot spread out"
+    if fallback is not None:
+        pca = pca_2d(features)
+        return Embedding(pca.coordinates, pca.explained_variance,
+                         fallback=f"{fallback}, so PCA drew this map")
+    mapped = tsne_2d(sample)
+    coordinates = np.full((len(labels), 2), np.nan)
+    coordinates[shown] = mapped.coordinates
+    return Embedding(coordinates, None, "tsne", mapped.perplexity)
 
 
 def even_sample(labels: np.ndarray, max_points: int = EMBEDDING_MAX_POINTS) -> np.ndarray:
@@ -418,9 +522,10 @@ class Explanations:
 
 
 def summarise(cam: GradCam, cam_maps: dict, true_labels: np.ndarray,
-              probabilities: np.ndarray) -> Explanations:
+              probabilities: np.ndarray, embedding_method: str = "pca") -> Explanations:
     """The explanations of the test set from every image's Grad-CAM (``GradCam.forward``'s
-    arrays, stacked in test-set order: predicted_maps, true_maps, features, channel_means)."""
+    arrays, stacked in test-set order: predicted_maps, true_maps, features, channel_means);
+    ``embedding_method`` is ``embed_2d``'s."""
     n_classes = probabilities.shape[1]
     predicted = probabilities.argmax(axis=1)
     maps, true_maps = cam_maps["predicted_maps"], cam_maps["true_maps"]
@@ -428,7 +533,8 @@ def summarise(cam: GradCam, cam_maps: dict, true_labels: np.ndarray,
         cam_layer=cam.layer.path, cam_target=cam.target, cam_maps=maps, cam_true_maps=true_maps,
         label_quality=label_quality(probabilities, true_labels),
         entropy=entropy(probabilities),
-        embedding_layer=cam.embedding_layer, embedding=pca_2d(cam_maps["features"]),
+        embedding_layer=cam.embedding_layer,
+        embedding=embed_2d(cam_maps["features"], true_labels, embedding_method),
         calibration=calibration(probabilities, true_labels),
         cell_means=cell_mean_maps(maps, true_labels, predicted),
         class_means=mean_maps(true_maps, true_labels, n_classes),

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from reportgen import layout, overlays
-from reportgen.explain import EMBEDDING_MAX_POINTS, even_sample
+from reportgen.explain import EMBEDDING_MAX_POINTS, TSNE_RANDOM_STATE, even_sample
 from reportgen.report import ImageEntry, Report
 
 LABEL_ERRORS_SHOWN = 24
@@ -227,23 +227,35 @@ def embedding_view(report: Report) -> dict:
                       + ("" if image.correct else
                          f", predicted {report.class_names[image.predicted_label]}")),
         })
-    first, second = explanations.embedding.explained_variance
+    embedding = explanations.embedding
     sample_note = (f"All {len(report.images)} test images." if len(shown) == len(report.images)
                    else f"{len(shown)} of {len(report.images)} test images: an even sample of "
                         f"every class, in proportion to its size (at most "
                         f"{EMBEDDING_MAX_POINTS:,} points).")
+    if embedding.method == "tsne":
+        method = "t-SNE"
+        axis_labels = {"x": "t-SNE axis 1 →", "y": "t-SNE axis 2 →"}
+        projection = (f"mapped to two dimensions by t-SNE (scikit-learn, perplexity "
+                      f"{embedding.perplexity:.3g}, PCA initialisation, random state "
+                      f"{TSNE_RANDOM_STATE}): close points are images whose features are "
+                      "alike; the axes, and distances between clusters, mean little.")
+    else:
+        method = "PCA"
+        first, second = embedding.explained_variance
+        axis_labels = {"x": f"PCA axis 1 ({first:.1%}) →", "y": f"PCA axis 2 ({second:.1%}) →"}
+        projection = (f"projected on its first two principal components (PCA): axis 1 explains "
+                      f"{first:.1%} of the variance, axis 2 {second:.1%}.")
+    fallback = f" Asked for t-SNE, but {embedding.fallback}." if embedding.fallback else ""
     return {
         "size": size,
-        "axis_labels": {"x": f"axis 1 ({first:.1%}) →", "y": f"axis 2 ({second:.1%}) →",
-                        "bottom": size - 3, "middle": size / 2},
+        "method": method,
+        "axis_labels": {**axis_labels, "bottom": size - 3, "middle": size / 2},
         "points": points,
         "legend": [{"name": name, "fill": class_colour(c)}
                    for c, name in enumerate(report.class_names)],
         "lead": (f"The input of the classifier layer {explanations.embedding_layer} for every "
-                 "test image, projected on its first two principal components (PCA): axis 1 "
-                 f"explains {first:.1%} of the variance, axis 2 {second:.1%}. {sample_note} "
-                 "Each point links to its image; colour is the true class, a black ring marks "
-                 "a mistake."),
+                 f"test image, {projection}{fallback} {sample_note} Each point links to its "
+                 "image; colour is the true class, a black ring marks a mistake."),
     }
 
 
@@ -257,11 +269,13 @@ def explanations_json(report: Report) -> dict | None:
     explanations = report.explanations
     if explanations is None:
         return None
+    embedding = explanations.embedding
     return {
         "cam_layer": explanations.cam_layer,
         "cam_target": explanations.cam_target,
-        "embedding": {"layer": explanations.embedding_layer, "method": "pca",
-                      "explained_variance": list(explanations.embedding.explained_variance)},
+        "embedding": {"layer": explanations.embedding_layer, "method": embedding.method,
+                      "explained_variance": None if embedding.explained_variance is None
+                      else list(embedding.explained_variance)},
     }
 
 

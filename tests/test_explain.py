@@ -214,3 +214,65 @@ def test_a_softmax_inside_a_nested_head_is_still_removed():
     np.testing.assert_allclose(batch.true_maps, expected, atol=1e-5)
     logits = model(images, training=False).numpy()  # eager: predict() keeps its old trace
     np.testing.assert_allclose(batch.features, logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("builder", [fixture_models.functional, fixture_models.nested,
+                                     fixture_models.residual_bn_grayscale])
+def test_the_builds_one_taped_pass_gives_what_the_probe_and_gradcam_give_apart(builder):
+    """GradCam.forward is the build's only forward pass: its probabilities and maps are the
+    probe's, bit for bit, and its Grad-CAM that of the predicted and the true class."""
+    from reportgen.activations import ActivationProbe
+
+    model = builder()
+    images = fixture_models.images(model, 6)
+    true = np.array([0, 1, 2, 0, 1, 2]) % int(model.outputs[0].shape[-1])
+    probe = ActivationProbe(model)
+    probabilities, maps = probe(images)
+    shown = [layer.path for layer in probe.layers][::2]
+    cam = explain.GradCam(model, layers=shown)
+    fused_probabilities, fused_maps, fused = cam.forward(images, true)
+    np.testing.assert_array_equal(fused_probabilities, probabilities)
+    assert [layer.path for layer in cam.layers] == shown
+    for got, expected in zip(fused_maps, maps[::2], strict=True):
+        np.testing.assert_array_equal(got, expected)
+    apart = cam(images, probabilities.argmax(axis=1), true)
+    np.testing.assert_allclose(fused.predicted_maps, apart.predicted_maps, atol=1e-6)
+    np.testing.assert_allclose(fused.true_maps, apart.true_maps, atol=1e-6)
+    # Two traced graphs: grappler may fold the same arithmetic differently, to the last bit.
+    np.testing.assert_allclose(fused.features, apart.features, rtol=1e-6)
+
+
+def test_the_one_taped_pass_explains_the_first_of_tied_classes_as_numpy_argmax_does():
+    inputs = keras.Input((8, 8, 1))
+    features = keras.layers.Conv2D(3, 3, name="conv")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    # Logits 30 to 60 apart from small terms: sigmoid rounds every probability to 1.0 in
+    # float32, a four-way tie, while each class's logit has a gradient of its own.
+    outputs = keras.layers.Dense(4, activation="sigmoid", bias_initializer=keras.initializers.
+                                 Constant([30.0, 40.0, 50.0, 60.0]))(pooled)
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(0).random((3, 8, 8, 1), dtype=np.float32)
+    cam = explain.GradCam(model, layers=["conv"])
+    probabilities, _, fused = cam.forward(images, np.array([3, 3, 3]))
+    assert (probabilities == 1.0).all()
+    first = cam(images, np.zeros(3, np.int64), np.array([3, 3, 3]))
+    last = cam(images, np.full(3, 3), np.array([3, 3, 3]))
+    assert not np.allclose(first.predicted_maps, last.predicted_maps)
+    np.testing.assert_array_equal(fused.predicted_maps, first.predicted_maps)
+
+
+def test_models_with_layers_named_like_keras_ops_are_explained():
+    """The logits are computed in the model's graph: as bare keras.ops they would be graph
+    operations auto-named "add" or "log", which a layer of the model may already be named."""
+    keras.backend.clear_session()  # restart Keras' name counters: the next auto "add" is "add"
+    inputs = keras.Input((8, 8, 1))
+    conv = keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs)
+    merged = keras.layers.Add(name="add")([conv, conv])
+    logged = keras.layers.Activation("relu", name="log")(merged)
+    pooled = keras.layers.GlobalAveragePooling2D()(logged)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
+    images = np.random.default_rng(1).random((2, 8, 8, 1), dtype=np.float32)
+    probabilities, maps, cam = explain.GradCam(model, layers=["add"]).forward(images,
+                                                                              np.array([0, 1]))
+    np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), rtol=1e-6)
+    assert maps[0].shape == (2, 8, 8, 2) and cam.predicted_maps.shape == (2, 8, 8)

@@ -80,3 +80,26 @@ def test_an_unknown_cam_layer_is_one_clear_error(small_build, tmp_path):
     assert len(errors) == 1 and "--cam-layer 'nope' is not a feature-map layer" in errors[0]
     assert "block3_conv2" in errors[0] and "Traceback" not in result.output
     assert "Reading test images" not in result.output  # refused before the pass
+
+
+@pytest.mark.slow
+def test_tsne_from_the_cli_gives_byte_identical_sites(small_build, tmp_path):
+    from click.testing import CliRunner
+
+    from reportgen.cli import main
+
+    sites = [tmp_path / "first", tmp_path / "second"]
+    for site in sites:
+        result = CliRunner().invoke(main, [
+            "build", "--data", str(small_build.options.data), "--model", str(small_build.model),
+            "--out", str(site), "--embedding", "tsne"])
+        assert result.exit_code == 0, result.output
+    first, second = ({path.relative_to(site).as_posix(): path.read_bytes()
+                      for path in site.rglob("*") if path.is_file()} for site in sites)
+    assert sorted(first) == sorted(second)
+    assert [path for path in sorted(first) if first[path] != second[path]] == []
+    report = json.loads(first["report.json"])
+    assert report["explanations"]["embedding"]["method"] == "tsne"
+    assert report["explanations"]["embedding"]["explained_variance"] is None
+    assert all(None not in image["embedding"] for image in report["images"])  # 12: all mapped
+    assert "<h1>Embedding map: t-SNE</h1>" in first[layout.EMBEDDING_PAGE].decode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import browser
 import fixture_models
 import numpy as np
 import pytest
@@ -38,8 +39,7 @@ def run_passes(model, folder: Path, site: Path, timer) -> tuple[pipeline.FirstPa
         pipeline.draw_pass(worker, every_image, [pipeline.DrawLayer("conv", (0, 2)),
                                                  pipeline.DrawLayer("pool", (1,))])
         plan.pixel_cache.unlink()
-    return first, {str(path.relative_to(site)): path.read_bytes()
-                   for path in sorted(site.rglob("*")) if path.is_file()}
+    return first, browser.read_tree(site)
 
 
 @pytest.mark.slow  # runs the passes, which the quick loop refuses

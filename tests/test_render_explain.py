@@ -122,3 +122,49 @@ def test_even_sample_caps_the_embedding_points(monkeypatch):
     html = dict(render_site(explained(tiny_report())))[layout.EMBEDDING_PAGE].decode()
     assert len(re.findall(r"<a href=\"[^\"]+\"><title>", html)) == 3
     assert "3 of 6 test images" in html
+
+
+def with_embedding(report, embedding):
+    explanations = explained(report).explanations
+    return dataclasses.replace(report, explanations=dataclasses.replace(explanations,
+                                                                        embedding=embedding))
+
+
+def test_the_map_says_which_method_drew_it(site, monkeypatch):
+    pca_page = site[layout.EMBEDDING_PAGE].decode()
+    assert "<h1>Embedding map: PCA</h1>" in pca_page and 'aria-label="embedding map drawn by PCA' \
+        in pca_page and "PCA axis 1 (" in pca_page and "t-SNE" not in pca_page
+
+    from reportgen import render_explain
+
+    sample = np.array([0, 1, 2, 4])
+    monkeypatch.setattr(render_explain, "even_sample", lambda labels: sample)
+    coordinates = np.full((6, 2), np.nan)  # what embed_2d gives for that sample
+    coordinates[sample] = np.random.default_rng(1).normal(size=(len(sample), 2))
+    embedding = explain.Embedding(coordinates, None, "tsne", perplexity=1.0)
+    rendered = dict(render_site(with_embedding(tiny_report(), embedding)))
+    page = rendered[layout.EMBEDDING_PAGE].decode()
+    assert "<h1>Embedding map: t-SNE</h1>" in page
+    assert 'aria-label="embedding map drawn by t-SNE' in page
+    assert ">t-SNE axis 1 →</text>" in page and "PCA" not in page.replace("PCA initialisation", "")
+    assert "by t-SNE (scikit-learn, perplexity 1, PCA initialisation, random state 0)" in page
+    assert "4 of 6 test images" in page and "nan" not in page
+    report_json = json.loads(rendered["report.json"])
+    assert report_json["explanations"]["embedding"] == {
+        "layer": "predictions", "method": "tsne", "explained_variance": None}
+    mapped = [image["embedding"] != [None, None] for image in report_json["images"]]
+    assert mapped == [True, True, True, False, True, False]
+    assert all(None not in image["embedding"] for image, shown
+               in zip(report_json["images"], mapped, strict=True) if shown)
+
+
+def test_a_pca_map_drawn_instead_of_tsne_says_why():
+    report = tiny_report()
+    labels = np.array([image.true_label for image in report.images])
+    embedding = explain.embed_2d(np.ones((len(labels), 5)), labels, "tsne")
+    rendered = dict(render_site(with_embedding(report, embedding)))
+    page = rendered[layout.EMBEDDING_PAGE].decode()
+    assert "<h1>Embedding map: PCA</h1>" in page
+    assert ("Asked for t-SNE, but every image has the same features, which t-SNE cannot spread "
+            "out, so PCA drew this map.") in page
+    assert json.loads(rendered["report.json"])["explanations"]["embedding"]["method"] == "pca"

@@ -1,0 +1,66 @@
+"""The build's stages: shards of whole batches, the fixed merge tree, the pixel cache."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import browser
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reportgen import pipeline
+
+
+def reference_tree(lo: int, hi: int):
+    """The merge tree over shards lo..hi-1 written recursively: the left part is the largest
+    power of two below the count, as a binary counter groups them."""
+    if hi - lo == 1:
+        return lo
+    left = 1 << ((hi - lo - 1).bit_length() - 1)
+    return (reference_tree(lo, lo + left), reference_tree(lo + left, hi))
+
+
+@given(st.integers(min_value=1, max_value=70))
+def test_fold_merges_along_a_tree_that_depends_only_on_the_number_of_shards(n):
+    assert pipeline.fold(range(n), lambda a, b: (a, b)) == reference_tree(0, n)
+
+
+def test_fold_keeps_shard_order_and_refuses_nothing_to_merge():
+    assert pipeline.fold([[0], [1], [2], [3], [4]], lambda a, b: a + b) == [0, 1, 2, 3, 4]
+    assert pipeline.fold([(2, 5)], lambda a, b: a + b) == (2, 5)
+    assert pipeline.fold(((x,) for x in range(3)), lambda a, b: a + b) == (0, 1, 2)
+    with pytest.raises(ValueError, match="nothing to merge"):
+        pipeline.fold([], lambda a, b: a + b)
+
+
+@given(st.lists(st.floats(min_value=-1e6, max_value=1e6), min_size=1, max_size=40))
+def test_fold_sums_floats_as_the_reference_tree_does_bit_for_bit(values):
+    def evaluate(tree):
+        return values[tree] if isinstance(tree, int) else evaluate(tree[0]) + evaluate(tree[1])
+
+    assert pipeline.fold(values, lambda a, b: a + b) == evaluate(reference_tree(0, len(values)))
+
+
+def test_shards_are_whole_batches_in_order():
+    cut = pipeline.shards(list(range(100, 123)), batch_size=3, batches_per_shard=2)
+    assert [shard.number for shard in cut] == [0, 1, 2, 3]
+    assert [shard.indices for shard in cut] == [tuple(range(100 + 6 * k, min(123, 106 + 6 * k)))
+                                                for k in range(4)]
+    assert pipeline.shards([], batch_size=3) == []
+
+
+@pytest.mark.slow
+def test_the_pixel_cache_changes_no_byte_of_the_site(small_build, tmp_path, monkeypatch):
+    """Drawing from the cache the first pass wrote gives what decoding the files again gives."""
+    from reportgen.build import build
+
+    options = dataclasses.replace(small_build.options, model_path=small_build.model,
+                                  max_gallery_images=5)
+    build(dataclasses.replace(options, out=tmp_path / "cached"), echo=lambda line: None)
+    monkeypatch.setattr(pipeline, "PIXEL_CACHE_MAX_BYTES", 0)
+    build(dataclasses.replace(options, out=tmp_path / "decoded"), echo=lambda line: None)
+    cached, decoded = browser.read_tree(tmp_path / "cached"), browser.read_tree(tmp_path / "decoded")
+    assert not any(pipeline.PIXEL_CACHE_NAME in path for path in cached)
+    assert sum(path.startswith("assets/maps/") for path in cached) > 0
+    assert cached == decoded
