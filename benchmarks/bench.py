@@ -589,7 +589,8 @@ def measure_stages(work: Path, data: Path, model_path: Path) -> StageResult:
                 layout.curve_asset(m), learning_curve_svg(obtained.history, m)), metric)
         probabilities = first.probabilities
         explanations = clock.time("explanations", build._explanations, grad_cam, first.cam,
-                                  true_labels, probabilities, list(class_names), site)
+                                  true_labels, probabilities, list(class_names), site,
+                                  options.embedding)
         metrics = clock.time("metrics", compute_metrics, true_labels, probabilities.argmax(axis=1),
                              len(class_names))
         report = clock.time("assemble the report", lambda: build.assemble_report(
