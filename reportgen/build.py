@@ -379,7 +379,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
                 site.write(layout.curve_asset(metric), learning_curve_svg(history, metric))
         explanations = None
         if grad_cam is not None:
-            explanations = _explanations(grad_cam, first.cam, true_labels, probabilities,
+            explanations = gather_explanations(grad_cam, first.cam, true_labels, probabilities,
                                          list(class_names), site, options.embedding)
         metrics = compute_metrics(true_labels, predicted, len(class_names))
         best_val = max(history.val_accuracy) if history and history.val_accuracy else None
@@ -443,7 +443,7 @@ def _drawing_pass(engine, site: SiteWriter, site_plan: plan.SitePlan, priority: 
     return tuple(first + rest)
 
 
-def _explanations(grad_cam, cam: dict, true_labels: np.ndarray, probabilities: np.ndarray,
+def gather_explanations(grad_cam, cam: dict, true_labels: np.ndarray, probabilities: np.ndarray,
                   class_names: list[str], site: SiteWriter, embedding_method: str):
     """Explanations from the first pass's per-image Grad-CAM; mean maps written."""
     from reportgen import overlays
@@ -530,4 +530,4 @@ def _warnings(dataset: Dataset, n_drawn: int, n_images: int, options: BuildOptio
     return tuple(warnings)
 
 
-__all__ = ["BuildOptions", "BuildResult", "build"]
+__all__ = ["BuildOptions", "BuildResult", "assemble_report", "build", "gather_explanations", "layer_entries"]

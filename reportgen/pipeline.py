@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,15 +83,24 @@ class DrawLayer:
 
 # -- a worker: the model and what draws ---------------------------------------------------------
 
+def untimed(stage: str, function: Callable, *args):
+    """A worker's default timer: just ``function(*args)``. The benchmark passes one that also
+    clocks each stage (stages nest: writes inside drawing tasks, all inside a pass)."""
+    return function(*args)
+
+
 class Worker:
     """One process's model, forward pass and drawing threads, for any number of shards."""
 
-    def __init__(self, plan: PassPlan, model, *, grad_cam=None, probe=None):
+    def __init__(self, plan: PassPlan, model, *, grad_cam=None, probe=None,
+                 timer: Callable = untimed):
         """``grad_cam`` (explain) or ``probe`` may be given already built on ``model``, with the
-        plan's layers: the build's own process has made them to plan."""
+        plan's layers: the build's own process has made them to plan. ``timer(stage, function,
+        *args)`` runs the passes' decoding, forward passes, statistics, drawing and writes."""
         from reportgen.activations import ActivationProbe
 
         self.plan = plan
+        self.timer = timer
         self.palette = drawing.colormap_palette(plan.colormap)
         self.grad_cam = self.probe = None
         if plan.explain:
@@ -128,19 +137,23 @@ class _Drawing:
     Pending tasks are bounded, so memory does not grow with the number of images.
     """
 
-    def __init__(self, plan: PassPlan):
+    def __init__(self, plan: PassPlan, timer: Callable):
         self.site = SiteWriter.into(plan.staging, plan.target)
+        self.timer = timer
         self.pool = ThreadPoolExecutor(max_workers=plan.jobs) if plan.jobs > 1 else None
         self.pending: deque[Future] = deque()
 
-    def submit(self, tasks: list[tuple], max_pending: int) -> None:
+    def write(self, relative_path: str, data: bytes) -> None:
+        self.timer("write", self.site.write, relative_path, data)
+
+    def submit(self, stage: str, tasks: list[tuple], max_pending: int) -> None:
         if self.pool is None:
-            for function, *args in tasks:
-                function(*args)
+            for task in tasks:
+                self.timer(stage, *task)
             return
         while len(self.pending) > max_pending:
             self.pending.popleft().result()
-        self.pending.extend(self.pool.submit(*task) for task in tasks)
+        self.pending.extend(self.pool.submit(self.timer, stage, *task) for task in tasks)
 
     def finish(self) -> tuple[int, int]:
         """Wait for every task (a task's exception is raised here); (files, bytes) written."""
@@ -173,6 +186,12 @@ def _decoded(plan: PassPlan, indices: Sequence[int]) -> Iterator[Batch]:
         yield dataclasses.replace(batch, indices=tuple(indices[i] for i in batch.indices))
 
 
+def _timed(timer: Callable, stage: str, batches: Iterator[Batch]) -> Iterator[Batch]:
+    """``batches``, the making of each one timed as ``stage``."""
+    while (batch := timer(stage, next, batches, None)) is not None:
+        yield batch
+
+
 def _cached(plan: PassPlan, indices: Sequence[int]) -> Iterator[Batch]:
     """The same batches from the pixel cache the first pass wrote."""
     pixels = np.load(plan.pixel_cache, mmap_mode="r")
@@ -201,28 +220,29 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
     """Predictions, statistics and explanations of one shard; inputs and overlays written."""
     from reportgen.stats import LayerStatsAccumulator
 
-    plan = worker.plan
-    drawing_threads = _Drawing(plan)
+    plan, timer = worker.plan, worker.timer
+    drawing_threads = _Drawing(plan, timer)
     accumulators = [LayerStatsAccumulator(layer.output_shape[2], plan.class_count)
                     for layer in (worker.grad_cam or worker.probe).layers]
     cache = np.load(plan.pixel_cache, mmap_mode="r+") if plan.pixel_cache else None
     true_labels = np.asarray(plan.true_labels, dtype=np.int64)
     indices, probabilities, cams, unreadable = [], [], [], []
     try:
-        for batch in _decoded(plan, shard.indices):
+        for batch in _timed(timer, "decode", _decoded(plan, shard.indices)):
             unreadable.extend(batch.unreadable)
             if not batch.records:
                 continue
             batch_indices = np.asarray(batch.indices)
             labels = true_labels[batch_indices]
-            batch_probabilities, maps, cam = worker.forward(batch.images, labels)
+            batch_probabilities, maps, cam = timer("forward", worker.forward, batch.images, labels)
             paths = [record.path for record in batch.records]
             for accumulator, layer_maps in zip(accumulators, maps, strict=True):
-                accumulator.update(layer_maps, labels, paths)
+                timer("statistics", accumulator.update, layer_maps, labels, paths)
             slugs = [plan.image_slugs[i] for i in batch_indices]
             mistaken = batch_probabilities.argmax(axis=1) != labels
-            drawing_threads.submit([(_draw_inputs, drawing_threads.site, batch.images, slugs,
-                                     cam, mistaken)], max_pending=2)
+            drawing_threads.submit("draw inputs", [(_draw_inputs, drawing_threads.write,
+                                                    batch.images, slugs, cam, mistaken)],
+                                   max_pending=2)
             if cache is not None:
                 cache[batch_indices] = batch.images
             indices.append(batch_indices)
@@ -244,18 +264,18 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
         unreadable=unreadable, files=files, bytes=size)
 
 
-def _draw_inputs(site: SiteWriter, images: np.ndarray, slugs: list[str], cam,
+def _draw_inputs(write: Callable, images: np.ndarray, slugs: list[str], cam,
                  mistaken: np.ndarray) -> None:
     from reportgen import overlays
 
     for offset, (image, slug) in enumerate(zip(images, slugs, strict=True)):
-        site.write(layout.input_asset(slug), drawing.input_png(image))
+        write(layout.input_asset(slug), drawing.input_png(image))
         if cam is None:
             continue
-        site.write(layout.cam_asset(slug), overlays.overlay_png(image, cam.predicted_maps[offset]))
+        write(layout.cam_asset(slug), overlays.overlay_png(image, cam.predicted_maps[offset]))
         if mistaken[offset]:
-            site.write(layout.cam_asset(slug, "true"),
-                       overlays.overlay_png(image, cam.true_maps[offset]))
+            write(layout.cam_asset(slug, "true"),
+                  overlays.overlay_png(image, cam.true_maps[offset]))
 
 
 CAM_FIELDS = ("predicted_maps", "true_maps", "features", "channel_means")
@@ -295,30 +315,32 @@ def add_written(a: Written, b: Written) -> Written:
 
 def draw_pass(worker: Worker, shard: Shard, layers: Sequence[DrawLayer]) -> Written:
     """Feature-map grids of one shard's images, every shown layer."""
-    plan = worker.plan
-    drawing_threads = _Drawing(plan)
+    plan, timer = worker.plan, worker.timer
+    drawing_threads = _Drawing(plan, timer)
     true_labels = np.asarray(plan.true_labels, dtype=np.int64)
-    batches = (_cached(plan, shard.indices) if plan.pixel_cache
-               else _decoded(plan, shard.indices))
+    batches = (_timed(timer, "read the pixel cache", _cached(plan, shard.indices))
+               if plan.pixel_cache else _timed(timer, "decode", _decoded(plan, shard.indices)))
     for batch in batches:
         if not batch.records:
             continue
-        _, maps, _ = worker.forward(batch.images, true_labels[list(batch.indices)])
+        _, maps, _ = timer("forward", worker.forward, batch.images,
+                           true_labels[list(batch.indices)])
         slugs = [plan.image_slugs[i] for i in batch.indices]
         drawing_threads.submit(
-            [(_draw_layer, drawing_threads.site, worker.palette, plan.scale, layer_maps, slugs,
+            "draw feature maps",
+            [(_draw_layer, drawing_threads.write, worker.palette, plan.scale, layer_maps, slugs,
               layer) for layer, layer_maps in zip(layers, maps, strict=True)],
             max_pending=len(layers))
     return Written(*drawing_threads.finish())
 
 
-def _draw_layer(site: SiteWriter, palette: bytes, scale: str, maps: np.ndarray,
+def _draw_layer(write: Callable, palette: bytes, scale: str, maps: np.ndarray,
                 image_slugs: list[str], layer: DrawLayer) -> None:
     pictures = drawing.feature_grid_pngs(maps, palette, scale, layer.channels)
     for image_slug, picture in zip(image_slugs, pictures, strict=True):
-        site.write(layout.map_asset(layer.slug, image_slug), picture)
+        write(layout.map_asset(layer.slug, image_slug), picture)
 
 
 __all__ = ["DrawLayer", "FirstPassResult", "PassPlan", "Shard", "Worker", "Written",
            "add_written", "create_pixel_cache", "draw_pass", "first_pass",
-           "merge_first", "open_worker", "shards"]
+           "merge_first", "open_worker", "shards", "untimed"]
