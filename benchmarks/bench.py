@@ -578,8 +578,9 @@ def measure_stages(work: Path, data: Path, model_path: Path) -> StageResult:
         for shard in pipeline.shards(all_images, batch_size):
             written = clock.time("drawing pass", pipeline.draw_pass, worker, shard, draw_layers)
             site.count(written.files, written.bytes)
-        pixels = np.load(pass_plan.pixel_cache)
-        pass_plan.pixel_cache.unlink()  # not part of the site
+        pixels = np.concatenate([np.load(path) for path  # shards in order: every image
+                                 in sorted(pass_plan.pixel_cache.glob("*-pixels.npy"))])
+        shutil.rmtree(pass_plan.pixel_cache)  # not part of the site
         forward_seconds, plain_forward_seconds = (
             best_seconds(lambda w=w: [w.forward(pixels[s], true_labels[s])
                                       for s in batches(len(pixels), batch_size)])

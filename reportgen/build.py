@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -371,7 +372,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
 
         render_started = time.perf_counter()
         if pass_plan.pixel_cache is not None:
-            pass_plan.pixel_cache.unlink()  # not part of the site
+            shutil.rmtree(pass_plan.pixel_cache)  # not part of the site
         if history is not None:
             from reportgen.curves import learning_curve_svg
 

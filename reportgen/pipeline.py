@@ -33,8 +33,8 @@ from reportgen.data import Batch, Split, iter_batches
 from reportgen.inputs import InputContract
 from reportgen.site import SiteWriter
 
-SHARD_BATCHES = 4  # batches per shard: a Dask task's unit of work, and of retry
-PIXEL_CACHE_NAME = ".reportgen-pixels.npy"  # in the staging folder; removed before the swap
+SHARD_BATCHES = 1  # batches per shard: a Dask task's unit of work, and of retry
+PIXEL_CACHE_NAME = ".reportgen-pixels"  # a folder in the staging folder; removed before the swap
 PIXEL_CACHE_MAX_BYTES = 4_000_000_000  # beyond this the drawing pass decodes its images again
 
 
@@ -101,6 +101,7 @@ class Worker:
 
         self.plan = plan
         self.timer = timer
+        self.cache_rows: dict[int, tuple[str, int]] | None = None  # read once, by draw_pass
         self.palette = drawing.colormap_palette(plan.colormap)
         self.grad_cam = self.probe = None
         if plan.explain:
@@ -169,14 +170,35 @@ class _Drawing:
 # -- pixels: decoded once -----------------------------------------------------------------------
 
 def create_pixel_cache(plan_test: Split, contract: InputContract, staging: Path) -> Path | None:
-    """An empty cache file for every test image's pixels, or None when it would be too big."""
+    """The folder where the first pass keeps every test image's pixels (a file per shard,
+    written by whichever worker ran it), or None when they would take too much disk."""
     spec = contract.spec
-    shape = (len(plan_test.images), spec.height, spec.width, spec.channels)
-    if int(np.prod(shape)) * 4 > PIXEL_CACHE_MAX_BYTES:
+    if len(plan_test.images) * spec.height * spec.width * spec.channels * 4 > PIXEL_CACHE_MAX_BYTES:
         return None
     path = staging / PIXEL_CACHE_NAME
-    np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape).flush()
+    path.mkdir()
     return path
+
+
+def _shard_cache(plan: PassPlan, shard: Shard) -> np.ndarray:
+    """A new cache file for the pixels of the shard's images, in shard order; shards of one
+    pass never share an image, so their first index names their files."""
+    spec = plan.contract.spec
+    stem = plan.pixel_cache / f"{shard.indices[0]:09d}"
+    np.save(f"{stem}-indices.npy", np.asarray(shard.indices, dtype=np.int64))
+    return np.lib.format.open_memmap(f"{stem}-pixels.npy", mode="w+", dtype=np.float32,
+                                     shape=(len(shard.indices), spec.height, spec.width,
+                                            spec.channels))
+
+
+def _cache_rows(folder: Path) -> dict[int, tuple[str, int]]:
+    """Every cached image's (pixels file, row), from the files the first pass left."""
+    rows = {}
+    for index_file in sorted(folder.glob("*-indices.npy")):
+        pixels = str(index_file).removesuffix("-indices.npy") + "-pixels.npy"
+        rows.update((int(index), (pixels, row))
+                    for row, index in enumerate(np.load(index_file)))
+    return rows
 
 
 def _decoded(plan: PassPlan, indices: Sequence[int]) -> Iterator[Batch]:
@@ -192,13 +214,21 @@ def _timed(timer: Callable, stage: str, batches: Iterator[Batch]) -> Iterator[Ba
         yield batch
 
 
-def _cached(plan: PassPlan, indices: Sequence[int]) -> Iterator[Batch]:
+def _cached(worker: Worker, indices: Sequence[int]) -> Iterator[Batch]:
     """The same batches from the pixel cache the first pass wrote."""
-    pixels = np.load(plan.pixel_cache, mmap_mode="r")
+    plan = worker.plan
+    if worker.cache_rows is None:  # once per worker: the first pass is over by now
+        worker.cache_rows = _cache_rows(plan.pixel_cache)
+    files: dict[str, np.ndarray] = {}
     for start in range(0, len(indices), plan.batch_size):
         chunk = tuple(indices[start:start + plan.batch_size])
-        yield Batch(np.asarray(pixels[list(chunk)]), tuple(plan.test.images[i] for i in chunk),
-                    chunk)
+        images = []
+        for index in chunk:
+            path, row = worker.cache_rows[index]
+            if path not in files:
+                files[path] = np.load(path, mmap_mode="r")
+            images.append(files[path][row])
+        yield Batch(np.stack(images), tuple(plan.test.images[i] for i in chunk), chunk)
 
 
 # -- pass 1 -------------------------------------------------------------------------------------
@@ -224,7 +254,8 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
     drawing_threads = _Drawing(plan, timer)
     accumulators = [LayerStatsAccumulator(layer.output_shape[2], plan.class_count)
                     for layer in (worker.grad_cam or worker.probe).layers]
-    cache = np.load(plan.pixel_cache, mmap_mode="r+") if plan.pixel_cache else None
+    cache = _shard_cache(plan, shard) if plan.pixel_cache and shard.indices else None
+    rows = {index: row for row, index in enumerate(shard.indices)}
     true_labels = np.asarray(plan.true_labels, dtype=np.int64)
     indices, probabilities, cams, unreadable = [], [], [], []
     try:
@@ -244,7 +275,7 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
                                                     batch.images, slugs, cam, mistaken)],
                                    max_pending=2)
             if cache is not None:
-                cache[batch_indices] = batch.images
+                cache[[rows[index] for index in batch.indices]] = batch.images
             indices.append(batch_indices)
             probabilities.append(batch_probabilities)
             if cam is not None:
@@ -318,7 +349,7 @@ def draw_pass(worker: Worker, shard: Shard, layers: Sequence[DrawLayer]) -> Writ
     plan, timer = worker.plan, worker.timer
     drawing_threads = _Drawing(plan, timer)
     true_labels = np.asarray(plan.true_labels, dtype=np.int64)
-    batches = (_timed(timer, "read the pixel cache", _cached(plan, shard.indices))
+    batches = (_timed(timer, "read the pixel cache", _cached(worker, shard.indices))
                if plan.pixel_cache else _timed(timer, "decode", _decoded(plan, shard.indices)))
     for batch in batches:
         if not batch.records:

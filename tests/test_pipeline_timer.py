@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import browser
@@ -38,7 +39,7 @@ def run_passes(model, folder: Path, site: Path, timer) -> tuple[pipeline.FirstPa
         first = pipeline.first_pass(worker, every_image)
         pipeline.draw_pass(worker, every_image, [pipeline.DrawLayer("conv", (0, 2)),
                                                  pipeline.DrawLayer("pool", (1,))])
-        plan.pixel_cache.unlink()
+        shutil.rmtree(plan.pixel_cache)
     return first, browser.read_tree(site)
 
 
