@@ -19,7 +19,7 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from reportgen.data import Dataset, Split, scan_dataset
 from reportgen.errors import UserError
 from reportgen.history import read_history
 from reportgen.metrics import compute_metrics
-from reportgen.options import TrainOptions
+from reportgen.options import BuildOptions
 from reportgen.report import LayerEntry, Report, images_from_predictions, layer_slug, slugify
 from reportgen.site import SiteWriter, check_target
 
@@ -47,40 +47,6 @@ PAGE_BYTES_PER_IMAGE_AND_CLASS = 60
 PAGE_BYTES_PER_CHANNEL = 5_500
 PAGE_BYTES_PER_CHANNEL_AND_CLASS = 30
 PAGE_BYTES_PER_HEATMAP_CELL = 160
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    data: Path
-    out: Path
-    labels: Path | None = None  # a path,label CSV naming the test images instead of class folders
-    model_path: Path | None = None
-    history_path: Path | None = None
-    model_cache: Path = Path("output/model/model.keras")
-    retrain: bool = False
-    trust_model: bool = False
-    preprocess: str = "auto"  # reportgen.inputs.PREPROCESS_CHOICES
-    resize: str = "stretch"  # reportgen.data.RESIZE_METHODS
-    layer_patterns: tuple[str, ...] = ()
-    scale: str = "layer"
-    colormap: str = "viridis"
-    images_per_page: int = 24
-    max_gallery_images: int | None = None
-    max_channels: int = plan.DEFAULT_MAX_CHANNELS
-    memory_budget_mb: int = plan.DEFAULT_MEMORY_BUDGET_MB
-    max_site_mb: int = plan.DEFAULT_MAX_SITE_MB
-    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
-    strict: bool = False
-    title: str | None = None
-    explain: bool = True  # Grad-CAM, calibration, label quality, embedding (reportgen.explain)
-    cam_layer: str | None = None  # None: the last feature-map layer larger than 1x1
-    embedding: str = "pca"  # the embedding map's method: reportgen.explain.EMBEDDING_METHODS
-    site_url: str | None = None  # where the site will be published, ending in "/" (publish.site_url)
-    engine: str = "local"  # reportgen.engines.ENGINES: where the passes run
-    workers: int | None = None  # --engine dask: a LocalCluster of this many processes
-    scheduler: str | None = None  # --engine dask: the address of a running cluster's scheduler
-    generate_missing_data: bool = False
-    train: TrainOptions = field(default_factory=TrainOptions)
 
 
 @dataclass(frozen=True)
