@@ -1,13 +1,14 @@
 """Measure reportgen's speed, memory and site size; write the tables to benchmarks/results.md.
 
     python benchmarks/bench.py [--sizes 90,900,9000] [--out benchmarks/results.md] [--work output/bench]
+                               [--sections 1,2,3,4,5,6]
 
 Everything is measured in one run on one machine, so the ratios compare like with like:
 
 1. drawing one image's feature maps: the article's matplotlib figures, reportgen's renderer and a
    plain lower bound, all on the same maps;
 2. ``reportgen build --model`` end to end (a subprocess) on each size: wall time, peak RSS, site;
-3. where the time of a build goes, stage by stage, calling the stages directly;
+3. where the time of a build goes: the build's own stages (``reportgen.pipeline``), each timed;
 4. PNG compression settings for the feature-map grids;
 5. ``--jobs 1`` against ``--jobs 2``;
 6. decoding a folder of 12 MP JPEGs: before and after draft mode, against Pillow alone;
@@ -15,16 +16,19 @@ Everything is measured in one run on one machine, so the ratios compare like wit
    (``grad_cam_cost.py``, which also runs alone).
 
 Datasets and the quick model are kept in the work folder and reused; timings never are.
+``--sections 3`` (say) measures only those and replaces only them in ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -42,8 +46,10 @@ from PIL import Image
 from reportgen import drawing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
 import big_models  # noqa: E402  (a sibling script, not a package)
 import grad_cam_cost  # noqa: E402  (a sibling script, not a package)
+from generated_photos import photo_like  # noqa: E402  (the tests' helper module)
 
 N_CLASSES = 3  # the bundled shapes
 ARTICLE_PER_CLASS, ARTICLE_TEST_FRACTION = 100, 0.3  # the article's split
@@ -53,6 +59,7 @@ ARTICLE_IMAGES_TIMED = 5  # a figure per layer: seconds per image
 TRAIN_EPOCHS, TRAIN_STEPS = 2, 20  # quality does not matter for speed
 REPEATS = 3  # fast in-process timings: best of this many passes
 BUILD_REPEATS = 2  # the --jobs builds: best of this many, alternating
+STAGE_REPEATS = 3  # section 3: each stage's best of this many passes
 PNG_LEVELS = (0, 1, 3, 6, 9)
 TIME_LINEAR_TOLERANCE = 1.1  # ms/image on the largest set at most this times that of 900
 PEAK_GROWTH_LIMIT = 1.3
@@ -61,6 +68,7 @@ DRAWING_RATIO_TARGET = 100
 LOWER_BOUND_RATIO_TARGET = 2
 GRAD_CAM_RATIO_TARGET = 1.5  # Grad-CAM's extra time per image, against the forward pass
 MB = 1e6
+SECTIONS = (1, 2, 3, 4, 5, 6)
 
 
 def log(message: str) -> None:
@@ -133,7 +141,7 @@ class BuildRun:
     site_disk_bytes: int  # allocated blocks: what a disk or an upload of many small files costs
     files: int
     cpu_seconds: float  # user + system, all threads
-    stage_seconds: dict[str, float]  # BuildResult.stage_seconds: model, pass, render
+    stage_seconds: dict[str, float]  # BuildResult.stage_seconds: BUILD_STAGES
     folders: dict[str, tuple[int, int]]  # top-level site folder -> (files, bytes)
     load_average: float  # the machine's 1-minute load when the build ended: other work shows here
 
@@ -142,24 +150,19 @@ class BuildRun:
         return self.wall_seconds / self.images * 1e3
 
 
-# `reportgen build` exactly as the CLI runs it, plus one file out: the seconds per stage that
-# build() already returns in BuildResult.stage_seconds and the CLI does not print.
+# `reportgen build --model M --data D --out O --jobs J` through the function the CLI calls, with
+# the same options, plus one file out: BuildResult.stage_seconds, which the CLI does not print.
 BUILD_DRIVER = """
 import json, sys
-import reportgen.build
-from reportgen.cli import main
+from pathlib import Path
+from reportgen.build import BuildOptions, build
 
-stages_path, build = sys.argv.pop(1), reportgen.build.build
-
-def build_and_record(*args, **kwargs):
-    result = build(*args, **kwargs)
-    with open(stages_path, "w") as file:
-        json.dump(result.stage_seconds, file)
-    return result
-
-reportgen.build.build = build_and_record
-main(sys.argv[1:], prog_name="reportgen")
+stages_path, data, model, out, jobs = sys.argv[1:]
+result = build(BuildOptions(data=Path(data), model_path=Path(model), out=Path(out),
+                            jobs=int(jobs)))
+Path(stages_path).write_text(json.dumps(result.stage_seconds))
 """
+BUILD_STAGES = ("model", "statistics", "drawing", "render")  # BuildResult.stage_seconds' keys
 
 
 def run_build(work: Path, data: Path, model: Path, n_images: int, jobs: int) -> BuildRun:
@@ -168,8 +171,8 @@ def run_build(work: Path, data: Path, model: Path, n_images: int, jobs: int) -> 
     log_path = work / "logs" / f"build-{n_images}-jobs{jobs}.log"
     stages_path = log_path.with_suffix(".stages.json")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-c", BUILD_DRIVER, str(stages_path), "build", "--data", str(data),
-               "--model", str(model), "--out", str(site), "--jobs", str(jobs)]
+    command = [sys.executable, "-c", BUILD_DRIVER, str(stages_path), str(data), str(model),
+               str(site), str(jobs)]
     log(f"build: {n_images} images, --jobs {jobs}")
     with log_path.open("wb") as log_file:
         started = time.perf_counter()
@@ -215,12 +218,15 @@ loaded = load_with_sidecar(__import__("pathlib").Path(sys.argv[1]))
 times["load the model"] = time.perf_counter() - t
 t = time.perf_counter()
 from reportgen.activations import ActivationProbe
-probe = ActivationProbe(loaded.model)
-times["build the probe model"] = time.perf_counter() - t
+from reportgen.explain import GradCam
+from reportgen.plan import plan_layers
+probe = ActivationProbe(loaded.model, select=lambda layers: plan_layers(layers).shown)
+grad_cam = GradCam(loaded.model, layers=[layer.path for layer in probe.layers])
+times["build the probe and Grad-CAM models"] = time.perf_counter() - t
 batch = np.zeros((64, *loaded.model.inputs[0].shape[1:]), np.float32)
 t = time.perf_counter()
-probe(batch)
-times["first forward pass (tracing)"] = time.perf_counter() - t
+grad_cam.forward(batch, np.zeros(64, np.int64))
+times["first forward pass (tracing the taped pass)"] = time.perf_counter() - t
 t = time.perf_counter()
 from reportgen import render
 render.environment()
@@ -286,12 +292,12 @@ def article_draw_image(image: np.ndarray, image_maps: list[np.ndarray], names: l
     return sum(map(len, pictures))
 
 
-def batches(n_images: int) -> list[slice]:
+def batches(n_images: int, batch_size: int | None = None) -> list[slice]:
     """The build's inference batches: reportgen draws a batch and a layer at a time."""
     from reportgen.build import INFERENCE_BATCH
 
-    return [slice(start, min(start + INFERENCE_BATCH, n_images))
-            for start in range(0, n_images, INFERENCE_BATCH)]
+    size = batch_size or INFERENCE_BATCH
+    return [slice(start, min(start + size, n_images)) for start in range(0, n_images, size)]
 
 
 def reportgen_draw(images: np.ndarray, maps: list[np.ndarray], palette: bytes, scale: str) -> int:
@@ -411,114 +417,192 @@ def measure_drawing(model, probe, images: np.ndarray, maps: list[np.ndarray],
                          layers=len(names), channels=sum(m.shape[-1] for m in maps))
 
 
-# -- 3: the stages of a build, called directly -------------------------------------------------------
+# -- 3: the build's own stages, one thread, each timed -------------------------------------------
 
 class StageClock:
-    """Adds up seconds and calls per stage name, in first-seen order."""
+    """A worker's timer that adds up seconds and calls per stage, in first-seen order.
+
+    Stages nest (a pass holds its forward passes, a drawing task its writes): a stage is
+    named by its path, such as ``("first pass", "draw inputs", "write")``, and its seconds
+    leave out the stages timed inside it, so all stages add up to the time measured.
+    One thread only: the build's drawing threads would interleave the paths.
+    """
 
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, int] = defaultdict(int)
+        self.seconds: dict[tuple[str, ...], float] = defaultdict(float)
+        self.calls: dict[tuple[str, ...], int] = defaultdict(int)
+        self._open: list[tuple[str, float]] = []  # (stage, seconds of the stages inside it)
 
-    def add(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] += seconds
-        self.calls[stage] += 1
+    def add(self, path: tuple[str, ...], seconds: float) -> None:
+        self.seconds[path] += seconds
+        self.calls[path] += 1
 
     def time(self, stage: str, function: Callable, *args):
+        self._open.append((stage, 0.0))
         started = time.perf_counter()
-        result = function(*args)
-        self.add(stage, time.perf_counter() - started)
-        return result
+        try:
+            return function(*args)
+        finally:
+            elapsed = time.perf_counter() - started
+            path = tuple(name for name, _ in self._open)
+            _, inside = self._open.pop()
+            self.add(path, elapsed - inside)
+            if self._open:
+                outer, outer_inside = self._open[-1]
+                self._open[-1] = (outer, outer_inside + elapsed)
+
+
+OTHER_PAGES = "render: overview, results, static files"
+PAGE_KINDS = (("images/", "render: image pages"), ("layers/", "render: layer pages"),
+              ("cells/", "render: class and confusion-cell pages"),
+              ("classes/", "render: class and confusion-cell pages"),
+              ("report.json", "render: report.json"))
 
 
 def page_kind(path: str) -> str:
-    for prefix, kind in (("images/", "render: image pages"), ("layers/", "render: layer pages"),
-                         ("cells/", "render: class and confusion-cell pages"),
-                         ("classes/", "render: class and confusion-cell pages"),
-                         ("report.json", "render: report.json")):
-        if path.startswith(prefix):
-            return kind
-    return "render: overview, results, static files"
+    return next((kind for prefix, kind in PAGE_KINDS if path.startswith(prefix)), OTHER_PAGES)
+
+
+# What each stage path measures, in the table's words; paths not listed show as they are.
+STAGE_LABELS = {
+    ("scan",): "scan the folder, headers only (prepare_data)",
+    ("first pass", "decode"): "first pass: decode test images (iter_batches)",
+    ("first pass", "forward"): "first pass: forward pass with Grad-CAM's gradients, one taped "
+                               "pass (Worker.forward, GradCam.forward)",
+    ("first pass", "statistics"): "first pass: channel statistics (LayerStatsAccumulator.update)",
+    ("first pass", "draw inputs"): "first pass: draw input pictures and Grad-CAM overlays "
+                                   "(input_png, overlay_png)",
+    ("first pass", "draw inputs", "write"): "first pass: write them (SiteWriter.write)",
+    ("first pass",): "first pass: the rest (pixel cache, gathering results)",
+    ("merge",): "merge the shards' results (fold, merge_first)",
+    ("channel statistics",): "channel statistics, channel plan, atlas strips drawn and written "
+                             "(layer_entries)",
+    ("drawing pass", "read the pixel cache"): "drawing pass: pixels from the cache",
+    ("drawing pass", "forward"): "drawing pass: forward pass again, taped (Worker.forward)",
+    ("drawing pass", "draw feature maps"): "drawing pass: draw feature-map grids "
+                                           "(feature_grid_pngs)",
+    ("drawing pass", "draw feature maps", "write"): "drawing pass: write them (SiteWriter.write)",
+    ("drawing pass",): "drawing pass: the rest",
+    ("learning curves",): "learning curves, drawn and written (matplotlib SVG)",
+    ("explanations",): "explanations: summaries, mean Grad-CAM maps written (summarise)",
+    ("metrics",): "metrics (compute_metrics)",
+    ("assemble the report",): "assemble the report model (assemble_report)",
+    **{(kind,): kind for kind in dict.fromkeys([OTHER_PAGES, *(kind for _, kind in PAGE_KINDS)])},
+    ("write pages",): "write pages (SiteWriter.write)",
+}
+
+
+def stage_label(path: tuple[str, ...]) -> str:
+    return STAGE_LABELS.get(path, ": ".join(path))
+
+
+def stage_order(paths) -> list[tuple[str, ...]]:
+    """The table's order: STAGE_LABELS', then any other stage as first seen."""
+    known = list(STAGE_LABELS)
+    return sorted(paths, key=lambda path: known.index(path) if path in known else len(known))
 
 
 @dataclass(frozen=True)
 class StageResult:
     clock: StageClock
     test_images: int
-    train_images: int  # decoded by the scan although a build with --model never uses them
     pages: int
-
-
-DECODE, FORWARD, STATS, DRAW = ("decode test images (iter_batches)", "forward pass (ActivationProbe)",
-                                "statistics (LayerStatsAccumulator.update)",
-                                "draw and encode PNGs (feature_grid_pngs, input_png)")
-WRITE_PNG, WRITE_HTML = "write PNGs and SVGs (SiteWriter.write)", "write pages (SiteWriter.write)"
-GRAD_CAM, OVERLAYS = ("Grad-CAM, predicted and true class (GradCam, one taped pass)",
-                      "Grad-CAM overlays (overlay_png)")
+    forward_seconds: float  # the first pass's forward passes, taped for Grad-CAM, best of REPEATS
+    plain_forward_seconds: float  # the same batches through --no-explain's probe, best of REPEATS
 
 
 def measure_stages(work: Path, data: Path, model_path: Path) -> StageResult:
-    """Seconds per stage of a single-threaded build, calling the stages in build.py's order."""
+    """Seconds per stage of a one-thread build, calling the build's own stages as ``_build`` does.
+
+    Every test image gets feature maps, as the site plan decides for this set (section 2).
+    """
     import reportgen.keras_import  # noqa: F401  before activations, which imports keras.src unmuted
-    from reportgen import layout
+    from reportgen import build, layout, pipeline, plan
     from reportgen.activations import ActivationProbe
-    from reportgen.build import INFERENCE_BATCH
-    from reportgen.data import iter_batches, scan_dataset
+    from reportgen.curves import learning_curve_svg
+    from reportgen.engines import fold_in_order
     from reportgen.explain import GradCam
-    from reportgen.model import input_spec, load_with_sidecar
-    from reportgen.overlays import overlay_png
-    from reportgen.report import image_slug, layer_slug
+    from reportgen.inputs import decide
+    from reportgen.metrics import compute_metrics
+    from reportgen.report import layer_slug, slugify
     from reportgen.site import SiteWriter
-    from reportgen.stats import LayerStatsAccumulator
+    from reportgen.stats import TOP_K
 
     clock = StageClock()
-    dataset = clock.time("scan: open, verify and decode every file (scan_dataset)",
-                         scan_dataset, data)
-    loaded = load_with_sidecar(model_path)
-    model = loaded.model
-    spec, probe, palette = input_spec(model), ActivationProbe(model), drawing.colormap_palette()
-    warm_up = np.zeros((INFERENCE_BATCH, spec.height, spec.width, spec.channels), np.float32)
-    probe(warm_up)
-    grad_cam = GradCam(model)  # traced once, like the probe, before the clock runs
-    grad_cam(warm_up, np.zeros(INFERENCE_BATCH, np.int64), np.zeros(INFERENCE_BATCH, np.int64))
-    test = dataset.test
-    accumulators = [LayerStatsAccumulator(layer.output_shape[2], len(dataset.class_names))
-                    for layer in probe.layers]
-    true_labels = np.array([r.label for r in test.images], np.int64)
-    layer_slugs = [layer_slug(layer.path) for layer in probe.layers]
-    probabilities, pictures = [], []
-    batches = iter_batches(test, spec, INFERENCE_BATCH)
-    while (batch := clock.time(DECODE, next, batches, None)) is not None:
-        probs, maps = clock.time(FORWARD, probe, batch.images / np.float32(255))  # "unit"
-        position = sum(map(len, probabilities))
-        probabilities.append(probs)
-        labels = true_labels[position:position + len(probs)]
-        cams = clock.time(GRAD_CAM, grad_cam, batch.images / np.float32(255),
-                          probs.argmax(axis=1), labels)
-        for image, cam in zip(batch.images, cams.predicted_maps, strict=True):
-            clock.time(OVERLAYS, overlay_png, image, cam)
-        paths = [r.path for r in batch.records]
-        for accumulator, layer_maps in zip(accumulators, maps, strict=True):
-            clock.time(STATS, accumulator.update, layer_maps, labels, paths)
-        image_slugs = [image_slug(path) for path in paths]
-        for slug, image in zip(image_slugs, batch.images, strict=True):
-            pictures.append((layout.input_asset(slug), clock.time(DRAW, drawing.input_png, image)))
-        for layer_slug_, layer_maps in zip(layer_slugs, maps, strict=True):
-            grids = clock.time(DRAW, drawing.feature_grid_pngs, layer_maps, palette, "layer")
-            pictures += [(layout.map_asset(layer_slug_, slug), grid)
-                         for slug, grid in zip(image_slugs, grids, strict=True)]
-
     site_folder = work / "sites" / "stages"
+    options = build.BuildOptions(data=data, out=site_folder, model_path=model_path, jobs=1)
+    dataset = clock.time("scan", build.prepare_data, options, log)
+    obtained = build.obtain_model(options, dataset, log)
+    model, class_names, test = obtained.model, obtained.class_names, dataset.test
+    contract = decide(model, obtained.sidecar, options.preprocess, resize=options.resize)
+    spec = contract.spec
+    probe = ActivationProbe(model, select=lambda layers: plan.plan_layers(layers).shown)
+    layer_plan = plan.plan_layers(probe.all_layers)
+    batch_size = plan.plan_memory([layer.output_shape for layer in probe.layers],
+                                  [layer.output_shape for layer in probe.all_layers],
+                                  (spec.height, spec.width, spec.channels), TOP_K,
+                                  options.memory_budget_mb * 1_000_000).batch_size
+    grad_cam = GradCam(model, options.cam_layer, layers=[layer.path for layer in probe.layers])
+    image_slugs = [slugify(r.path) for r in test.images]
+    true_labels = np.array([r.label for r in test.images], np.int64)
+
     shutil.rmtree(site_folder, ignore_errors=True)
     with SiteWriter(site_folder) as site:
-        for path, png in pictures:
-            clock.time(WRITE_PNG, site.write, path, png)
-        report = gather_report(clock, site, probe, accumulators, dataset, loaded, model_path,
-                               np.concatenate(probabilities), palette)
+        pass_plan = pipeline.PassPlan(
+            model_file=model_path, trust_model=False, contract=contract, test=test,
+            true_labels=tuple(true_labels.tolist()), image_slugs=tuple(image_slugs),
+            layer_paths=tuple(layer.path for layer in probe.layers),
+            class_count=len(class_names), batch_size=batch_size, explain=True,
+            cam_layer=grad_cam.layer.path, colormap=options.colormap, scale=options.scale,
+            jobs=1, target=site.target, staging=site.temp,
+            pixel_cache=pipeline.create_pixel_cache(test, contract, site.temp))
+        worker = pipeline.Worker(pass_plan, model, grad_cam=grad_cam, probe=probe,
+                                 timer=clock.time)
+        plain_worker = pipeline.Worker(dataclasses.replace(pass_plan, explain=False), model,
+                                       probe=probe)
+        warm_up = np.zeros((batch_size, spec.height, spec.width, spec.channels), np.float32)
+        for traced in (worker, plain_worker):  # traced once before the clock, as start-up is
+            traced.forward(warm_up, np.zeros(batch_size, np.int64))
+
+        all_images = range(len(test.images))
+        results = [clock.time("first pass", pipeline.first_pass, worker, shard)
+                   for shard in pipeline.shards(all_images, batch_size)]
+        first = clock.time("merge", fold_in_order, results, pipeline.merge_first)
+        site.count(first.files, first.bytes)
+        if first.unreadable:
+            raise SystemExit(f"{data}: {len(first.unreadable)} test images failed to decode")
+        layers = clock.time("channel statistics", build.layer_entries, probe,
+                            [layer_slug(layer.path) for layer in probe.layers],
+                            first.accumulators, options.max_channels, worker.palette, site)
+        draw_layers = [pipeline.DrawLayer(layer.slug, layer.shown_channels) for layer in layers]
+        for shard in pipeline.shards(all_images, batch_size):
+            written = clock.time("drawing pass", pipeline.draw_pass, worker, shard, draw_layers)
+            site.count(written.files, written.bytes)
+        pixels = np.concatenate([np.load(path) for path  # shards in order: every image
+                                 in sorted(pass_plan.pixel_cache.glob("*-pixels.npy"))])
+        shutil.rmtree(pass_plan.pixel_cache)  # not part of the site
+        forward_seconds, plain_forward_seconds = (
+            best_seconds(lambda w=w: [w.forward(pixels[s], true_labels[s])
+                                      for s in batches(len(pixels), batch_size)])
+            for w in (worker, plain_worker))
+
+        for metric in ("accuracy", "loss"):
+            clock.time("learning curves", lambda m: site.write(
+                layout.curve_asset(m), learning_curve_svg(obtained.history, m)), metric)
+        probabilities = first.probabilities
+        explanations = clock.time("explanations", build.gather_explanations, grad_cam, first.cam,
+                                  true_labels, probabilities, list(class_names), site,
+                                  options.embedding)
+        metrics = clock.time("metrics", compute_metrics, true_labels, probabilities.argmax(axis=1),
+                             len(class_names))
+        report = clock.time("assemble the report", lambda: build.assemble_report(
+            options, dataset, obtained, contract, probe, layer_plan, layers,
+            image_slugs=image_slugs, true_labels=true_labels, probabilities=probabilities,
+            metrics=metrics, drawn=tuple(all_images), explanations=explanations, warnings=(),
+            generated_at=None))
         n_pages = render_and_write(clock, site, report)
     shutil.rmtree(site_folder)
-    return StageResult(clock, len(test.images), len(dataset.train.images) if dataset.train else 0,
-                       n_pages)
+    return StageResult(clock, len(test.images), n_pages, forward_seconds, plain_forward_seconds)
 
 
 def best_stages(results: list[StageResult]) -> StageResult:
@@ -527,63 +611,10 @@ def best_stages(results: list[StageResult]) -> StageResult:
     for stage in results[0].clock.seconds:
         clock.seconds[stage] = min(result.clock.seconds[stage] for result in results)
         clock.calls[stage] = results[0].clock.calls[stage]
-    first = results[0]
-    return StageResult(clock, first.test_images, first.train_images, first.pages)
-
-
-def gather_report(clock: StageClock, site, probe, accumulators, dataset, loaded, model_path: Path,
-                  probabilities: np.ndarray, palette: bytes):
-    """build.py's second half up to the Report: statistics, atlas strips, curves, metrics."""
-    from reportgen import layout
-    from reportgen.curves import learning_curve_svg
-    from reportgen.metrics import compute_metrics
-    from reportgen.report import (
-        LayerEntry,
-        Report,
-        image_slug,
-        images_from_predictions,
-        layer_slug,
-        model_info,
-        slugify,
-    )
-
-    layers = []
-    for index, (layer, accumulator) in enumerate(zip(probe.layers, accumulators, strict=True)):
-        stats = clock.time("statistics: results and top lists (result)", accumulator.result)
-        slug = layer_slug(layer.path)
-        height, width, channels = layer.output_shape
-        _, _, grid_height, grid_width = drawing.grid_shape(height, width, channels)
-        layers.append(LayerEntry(index=index, path=layer.path, slug=slug,
-                                 type_name=layer.type_name, output_shape=layer.output_shape,
-                                 grid_size_px=(grid_width, grid_height), stats=stats,
-                                 shown_channels=tuple(range(channels))))
-        for channel in (c for c in stats.channels if c.top and not c.dead):
-            top_maps = [t.feature_map for t in channel.top]
-            low = min(0.0, min(float(m.min()) for m in top_maps))
-            strip = clock.time("atlas strips (strip_png)", drawing.strip_png, top_maps, low,
-                               max(channel.max, low), palette)
-            clock.time(WRITE_PNG, site.write, layout.atlas_asset(slug, channel.index), strip)
-    if loaded.history is not None:
-        for metric in ("accuracy", "loss"):
-            curve = clock.time("learning curves (matplotlib SVG)", learning_curve_svg,
-                               loaded.history, metric)
-            clock.time(WRITE_PNG, site.write, layout.curve_asset(metric), curve)
-    model = loaded.model
-    test = dataset.test
-    true_labels = np.array([r.label for r in test.images], np.int64)
-    paths = [r.path for r in test.images]
-    return Report(
-        title="bench", class_names=dataset.class_names,
-        class_slugs=tuple(slugify(name) for name in dataset.class_names),
-        model=model_info(model, model_path.name),
-        images=images_from_predictions(paths, [image_slug(p) for p in paths], true_labels,
-                                       probabilities),
-        layers=tuple(layers),
-        metrics=compute_metrics(true_labels, probabilities.argmax(axis=1),
-                                len(dataset.class_names)),
-        history=loaded.history, validation="unknown", data_name=dataset.root.name, skipped=(),
-        empty_classes=(), scale="layer", colormap="viridis", images_per_page=24,
-        drawn_indices=tuple(range(len(paths))))
+    return dataclasses.replace(
+        results[0], clock=clock,
+        forward_seconds=min(result.forward_seconds for result in results),
+        plain_forward_seconds=min(result.plain_forward_seconds for result in results))
 
 
 def render_and_write(clock: StageClock, site, report) -> int:
@@ -596,8 +627,8 @@ def render_and_write(clock: StageClock, site, report) -> int:
         page = next(pages, None)
         if page is None:
             return n_pages
-        clock.add(page_kind(page[0]), time.perf_counter() - started)
-        clock.time(WRITE_HTML, site.write, *page)
+        clock.add((page_kind(page[0]),), time.perf_counter() - started)
+        clock.time("write pages", site.write, *page)
         n_pages += 1
 
 
@@ -642,6 +673,11 @@ def measure_png(maps: list[np.ndarray], palette: bytes) -> list[PngSetting]:
 
 # -- results.md -----------------------------------------------------------------------------------
 
+def git_commit() -> str:
+    return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                          text=True, cwd=Path(__file__).parent).stdout.strip() or "unknown"
+
+
 def machine_description() -> list[str]:
     from importlib.metadata import version
 
@@ -652,9 +688,7 @@ def machine_description() -> list[str]:
     packages = ", ".join(f"{name} {version(name)}"
                          for name in ("numpy", "tensorflow", "keras", "pillow", "matplotlib",
                                       "jinja2"))
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
-                            text=True, cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    return [f"- reportgen at commit {commit}",
+    return [f"- reportgen at commit {git_commit()}",
             f"- Machine: {os.cpu_count()} cores ({cpu}), {memory_kb / 1e6:.0f} GB memory, "
             f"{platform.system()} {platform.machine()}",
             f"- Python {platform.python_version()}; {packages}; reportgen "
@@ -710,18 +744,22 @@ def drawing_section(result: DrawingResult, per_image_build: BuildRun, n_drawn: i
 
 def scaling_section(builds: list[BuildRun], lower_bound_ms: float) -> list[str]:
     lines = ["## 2. `reportgen build --model` end to end", "",
-             f"A subprocess per size, `--jobs {builds[0].jobs}`. Wall time includes start-up "
-             "(TensorFlow import, model load), the scan and the atomic swap; model, pass and render "
-             "are the build's own `BuildResult.stage_seconds`. CPU s is user + system of all "
+             f"A subprocess per size, `--jobs {builds[0].jobs}`, the fastest of "
+             f"{BUILD_REPEATS} runs. Wall time includes start-up "
+             "(TensorFlow import, model load), the scan and the atomic swap. The build runs as "
+             "`reportgen build` runs it, through `reportgen.build.build`; model, statistics "
+             "(the first pass: predictions, statistics, Grad-CAM, input pictures; then the "
+             "channel plan), drawing (the feature-map pass) and render are its own "
+             "`BuildResult.stage_seconds`. CPU s is user + system of all "
              "threads. Peak RSS is the build process's own (`wait4`). Site size: sum of file "
              "sizes, and the blocks they take on this disk. Load: the machine's 1-minute load "
              "average as the build ended (above about 2, other work shared the cores).", ""]
-    lines += table(["test images", "wall s", "ms/image", "x lower bound", "model s", "pass s",
-                    "render s", "CPU s", "peak RSS MB", "site MB", "on disk MB", "files", "load"],
+    lines += table(["test images", "wall s", "ms/image", "x lower bound",
+                    *(f"{stage} s" for stage in BUILD_STAGES), "CPU s", "peak RSS MB", "site MB",
+                    "on disk MB", "files", "load"],
                    [[f"{b.images:,}", f"{b.wall_seconds:.1f}", f"{b.ms_per_image:.1f}",
                      f"{b.ms_per_image / lower_bound_ms:.1f}",
-                     *(f"{b.stage_seconds.get(stage, math.nan):.1f}"
-                       for stage in ("model", "pass", "render")),
+                     *(f"{b.stage_seconds[stage]:.1f}" for stage in BUILD_STAGES),
                      f"{b.cpu_seconds:.1f}", f"{b.peak_rss_bytes / MB:.0f}",
                      f"{b.site_bytes / MB:.1f}", f"{b.site_disk_bytes / MB:.1f}", f"{b.files:,}",
                      f"{b.load_average:.1f}"]
@@ -759,23 +797,31 @@ def stages_section(stages: StageResult, startup: dict[str, float],
     clock, n = stages.clock, stages.test_images
     total = sum(clock.seconds.values())
     lines = ["## 3. Where a build's time goes", "",
-             f"The stages called directly, one thread, on the {n:,}-image set ({stages.pages:,} "
-             f"pages; the scan also decodes {stages.train_images:,} training images), each "
-             f"stage's best of {BUILD_REPEATS} passes. Start-up is measured in a fresh "
+             f"The build's own stages (`reportgen.pipeline`'s `first_pass` and `draw_pass`, "
+             f"`build.layer_entries`, `build.assemble_report`, `render_site`) called as `build` "
+             f"calls them, one thread (`--jobs 1`), on the {n:,}-image set ({stages.pages:,} "
+             "pages, every image with feature maps), with a `StageClock` as the worker's timer; "
+             "a stage's seconds leave out the stages timed inside it, so the rows add up (a "
+             "pass's calls to read pixels count its last, empty read). Each "
+             f"stage's best of {STAGE_REPEATS} passes. Start-up is measured in a fresh "
              f"interpreter, best of {REPEATS}.", ""]
-    rows = [[stage, f"{seconds:.2f}", f"{seconds / n * 1e3:.2f}", f"{seconds / total:.0%}",
-             f"{clock.calls[stage]:,}", f"{seconds / clock.calls[stage] * 1e3:.3f}"]
-            for stage, seconds in clock.seconds.items()]
-    rows.append(["**per-image stages together**", f"{total:.2f}", f"{total / n * 1e3:.2f}",
-                 "100%", "", ""])
+    rows = [[stage_label(stage), f"{seconds:.2f}", f"{seconds / n * 1e3:.2f}",
+             f"{seconds / total:.0%}", f"{clock.calls[stage]:,}",
+             f"{seconds / clock.calls[stage] * 1e3:.3f}"]
+            for stage, seconds in ((stage, clock.seconds[stage])
+                                   for stage in stage_order(clock.seconds))]
+    rows.append(["**stages together**", f"{total:.2f}", f"{total / n * 1e3:.2f}", "100%", "", ""])
     rows += [[f"start-up: {stage}", f"{seconds:.2f}", "", "", "1", ""]
              for stage, seconds in startup.items()]
     lines += table(["stage", "s", "ms/image", "share", "calls", "ms/call"], rows)
-    ratio = clock.seconds[GRAD_CAM] / clock.seconds[FORWARD]
-    lines += [f"Grad-CAM's extra time per image is {ratio:.2f}× the forward pass (target: at most "
-              f"{GRAD_CAM_RATIO_TARGET}×; {'met' if ratio <= GRAD_CAM_RATIO_TARGET else 'missed'}); "
-              "its overlays add "
-              f"{clock.seconds[OVERLAYS] / n * 1e3:.2f} ms per image.", ""]
+    plain, taped = stages.plain_forward_seconds, stages.forward_seconds
+    extra = (taped - plain) / plain
+    lines += [f"The first pass's forward passes, taped for Grad-CAM, take {taped / n * 1e3:.2f} ms "
+              f"per image; the same batches through `--no-explain`'s forward pass "
+              f"(`ActivationProbe`), {plain / n * 1e3:.2f} ms (both best of {REPEATS}, outside "
+              f"the clock). Grad-CAM's extra time per image is {extra:+.2f}× the forward pass "
+              f"(target: at most {GRAD_CAM_RATIO_TARGET}×; "
+              f"{verdict(extra <= GRAD_CAM_RATIO_TARGET)}).", ""]
     if single_thread_build is not None:
         accounted = total + sum(startup.values())
         lines += [f"Stages plus start-up: {accounted:.1f} s; the same build as a subprocess with "
@@ -835,11 +881,12 @@ def jobs_section(runs: list[BuildRun], threads: list[ThreadScaling], n_grids: in
     lines = ["## 5. `--jobs`", "",
              f"`reportgen build --model` on {base.images:,} images, {os.cpu_count()} cores, best of "
              f"{BUILD_REPEATS} runs each (alternating).", ""]
-    lines += table(["--jobs", "wall s", "ms/image", "speed-up", "pass s", "CPU s", "peak RSS MB",
-                    "load"],
+    lines += table(["--jobs", "wall s", "ms/image", "speed-up", "statistics s", "drawing s",
+                    "CPU s", "peak RSS MB", "load"],
                    [[r.jobs, f"{r.wall_seconds:.1f}", f"{r.ms_per_image:.1f}",
                      f"{base.wall_seconds / r.wall_seconds:.2f}x",
-                     f"{r.stage_seconds.get('pass', math.nan):.1f}", f"{r.cpu_seconds:.1f}",
+                     f"{r.stage_seconds['statistics']:.1f}", f"{r.stage_seconds['drawing']:.1f}",
+                     f"{r.cpu_seconds:.1f}",
                      f"{r.peak_rss_bytes / MB:.0f}", f"{r.load_average:.1f}"] for r in runs])
     counts = sorted(threads[0].seconds_by_threads)
     lines += [f"The drawing work alone in a thread pool ({n_grids:,} grids of section 4); the "
@@ -858,27 +905,6 @@ PHOTO_SIZE = (4000, 3000)  # 12 MP, what a phone saves
 PHOTO_COUNT = 12
 PHOTO_MODEL_SIDES = (96, 224)
 PHOTO_SPEED_UP_TARGET, PHOTO_BOUND_RATIO_TARGET = 5, 1.5
-
-
-def photo_like(width: int, height: int, seed: int) -> Image.Image:
-    """Smooth colour gradients, sensor noise and hard-edged objects (as tests/test_photos.py)."""
-    from PIL import ImageDraw
-
-    rng = np.random.default_rng(seed)
-    x = np.linspace(0, 3, width, dtype=np.float32)[None, :, None]
-    y = np.linspace(0, 2, height, dtype=np.float32)[:, None, None]
-    phase = np.arange(3, dtype=np.float32)
-    pixels = 128 + 100 * np.sin(x + phase) * np.cos(y - phase)
-    pixels += rng.standard_normal((height, width, 3), dtype=np.float32) * 6
-    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(40):
-        left, top = int(rng.integers(0, width)), int(rng.integers(0, height))
-        right = left + int(rng.integers(width // 20, width // 4))
-        bottom = top + int(rng.integers(height // 20, height // 4))
-        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
-        shape((left, top, right, bottom), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-    return image
 
 
 def ensure_photos(work: Path) -> Path:
@@ -986,13 +1012,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--classes", type=int, default=1000, help="classes of the many-class build")
     parser.add_argument("--class-images", type=int, default=2000,
                         help="test images of the many-class build")
+    parser.add_argument("--sections", default=",".join(map(str, SECTIONS)),
+                        help="sections to measure, comma-separated; a subset replaces only those "
+                             "sections of --out (big_models.py and grad_cam_cost.py, which also "
+                             "run alone, run only with all of them)")
     args = parser.parse_args(argv)
     args.sizes = sorted({int(size) for size in args.sizes.split(",")})
+    args.sections = sorted({int(number) for number in args.sections.split(",")})
+    if not set(args.sections) <= set(SECTIONS):
+        parser.error(f"--sections: choose from {', '.join(map(str, SECTIONS))}")
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    wanted = set(args.sections)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 1
@@ -1002,51 +1036,91 @@ def main(argv: list[str] | None = None) -> None:
     split_size = 900 if 900 in args.sizes else max(args.sizes)
 
     load_before = os.getloadavg()[0]
-    builds = [run_build(work, datasets[n], model_path, n, cores) for n in args.sizes]
+    builds = ([min((run_build(work, datasets[n], model_path, n, cores)
+                    for _ in range(BUILD_REPEATS)), key=lambda r: r.wall_seconds)
+               for n in args.sizes] if wanted & {1, 2} else [])
     job_counts = sorted({1, 2, cores})
-    tries = [run_build(work, datasets[split_size], model_path, split_size, jobs)
-             for _ in range(BUILD_REPEATS) for jobs in job_counts]
-    jobs_runs = [min((r for r in tries if r.jobs == jobs), key=lambda r: r.wall_seconds)
-                 for jobs in job_counts]
-    startup = startup_seconds(model_path)
-    log(f"stages on {split_size} images")
-    stages = best_stages([measure_stages(work, datasets[split_size], model_path)
-                          for _ in range(BUILD_REPEATS)])
+    jobs_runs = []
+    if 5 in wanted:
+        tries = [run_build(work, datasets[split_size], model_path, split_size, jobs)
+                 for _ in range(BUILD_REPEATS) for jobs in job_counts]
+        jobs_runs = [min((r for r in tries if r.jobs == jobs), key=lambda r: r.wall_seconds)
+                     for jobs in job_counts]
+    sections: dict[int, list[str]] = {}
+    if 3 in wanted:
+        startup = startup_seconds(model_path)
+        log(f"stages on {split_size} images")
+        stages = best_stages([measure_stages(work, datasets[split_size], model_path)
+                              for _ in range(STAGE_REPEATS)])
+        sections[3] = stages_section(stages, startup,
+                                     next((r for r in jobs_runs if r.jobs == 1), None))
 
-    from reportgen.activations import ActivationProbe
-    from reportgen.data import load_split, scan_dataset
-    from reportgen.model import input_spec, load_with_sidecar
+    if wanted & {1, 2, 4, 5}:
+        from reportgen.activations import ActivationProbe
+        from reportgen.data import load_split, scan_dataset
+        from reportgen.model import input_spec, load_with_sidecar
 
-    model = load_with_sidecar(model_path).model
-    images, _ = load_split(scan_dataset(article_data).test, input_spec(model))
-    images /= np.float32(255)  # the article's network takes [0, 1] ("unit")
-    probe = ActivationProbe(model)
-    _, maps = probe(images)
-    palette = drawing.colormap_palette()
-    drawing_result = measure_drawing(model, probe, images, maps, palette)
-    log("PNG settings")
-    png_settings = measure_png(maps, palette)
-    log("threads")
-    threads = measure_threads(maps, palette, job_counts)
+        model = load_with_sidecar(model_path).model
+        images, _ = load_split(scan_dataset(article_data).test, input_spec(model))
+        images /= np.float32(255)  # the article's network takes [0, 1] ("unit")
+        probe = ActivationProbe(model)
+        _, maps = probe(images)
+        palette = drawing.colormap_palette()
+        if 1 in wanted:
+            drawing_result = measure_drawing(model, probe, images, maps, palette)
+            sections[1] = drawing_section(drawing_result, max(builds, key=lambda b: b.images),
+                                          len(images))
+            lower_bound = drawing_result.lower_bound
+        elif 2 in wanted:
+            log("the plain lower bound")
+            lower_bound = measure_lower_bound(model, [layer.path for layer in probe.layers],
+                                              images, palette)
+        if 2 in wanted:
+            sections[2] = scaling_section(builds, lower_bound.total_ms("palette"))
+        if 4 in wanted:
+            log("PNG settings")
+            sections[4] = png_section(measure_png(maps, palette), len(images))
+        if 5 in wanted:
+            log("threads")
+            sections[5] = jobs_section(jobs_runs, measure_threads(maps, palette, job_counts),
+                                       len(maps) * len(images))
+    if 6 in wanted:
+        sections[6] = photo_section(measure_photo_decoding(ensure_photos(work)))
     load_after = os.getloadavg()[0]
 
-    largest = max(builds, key=lambda b: b.images)
+    if wanted != set(SECTIONS):
+        note = (f"Measured in a run of section{'s' * (len(wanted) > 1)} "
+                f"{', '.join(map(str, sorted(wanted)))} alone (`bench.py --sections`) at commit "
+                f"{git_commit()}, the 1-minute load average {load_before:.1f} as it began and "
+                f"{load_after:.1f} as it ended (on {cores} cores: above about {cores}, other work "
+                "shared them).")
+        args.out.write_text(replace_sections(args.out.read_text(), sections, note))
+        log(f"updated section(s) {sorted(wanted)} of {args.out}")
+        return
     lines = ["# reportgen benchmark", "",
              "Written by `nox -s bench` (`python benchmarks/bench.py`); every number below comes "
              "from one run on this machine:", "", *machine_description(),
              f"- 1-minute load average: {load_before:.1f} as the run began, {load_after:.1f} as it "
              "ended (the benchmark itself keeps one or two cores busy)", ""]
-    lines += drawing_section(drawing_result, largest, len(images))
-    lines += scaling_section(builds, drawing_result.lower_bound.total_ms("palette"))
-    lines += stages_section(stages, startup, next((r for r in jobs_runs if r.jobs == 1), None))
-    lines += png_section(png_settings, len(images))
-    lines += jobs_section(jobs_runs, threads, len(maps) * len(images))
+    for number in range(1, 6):
+        lines += sections[number]
     lines += ["", *big_models.sections(work / "big", args.big_images, args.classes,
                                        args.class_images)]
-    lines += photo_section(measure_photo_decoding(ensure_photos(work)))
+    lines += sections[6]
     lines += ["", *grad_cam_cost.sections()]
     args.out.write_text("\n".join(lines).rstrip() + "\n")
     log(f"wrote {args.out}")
+
+
+def replace_sections(text: str, sections: dict[int, list[str]], note: str) -> str:
+    """``text`` with each numbered section ("## N. ...") replaced, ``note`` under its heading."""
+    for number, (heading, *rest) in sorted(sections.items()):
+        block = "\n".join([heading, "", note, *rest]).rstrip() + "\n\n"
+        text, found = re.subn(rf"^## {number}\. .*?(?=^## |^<!-- |\Z)", lambda _, b=block: b,
+                              text, count=1, flags=re.S | re.M)
+        if not found:
+            raise SystemExit(f"no section {number} to replace: run every section")
+    return text.rstrip() + "\n"
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import sys
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,11 +27,11 @@ import click
 import numpy as np
 
 from reportgen import __version__, drawing, layout, plan
-from reportgen.data import Dataset, scan_dataset
+from reportgen.data import Dataset, Split, scan_dataset
 from reportgen.errors import UserError
 from reportgen.history import read_history
 from reportgen.metrics import compute_metrics
-from reportgen.options import TrainOptions
+from reportgen.options import BuildOptions
 from reportgen.report import LayerEntry, Report, images_from_predictions, layer_slug, slugify
 from reportgen.site import SiteWriter, check_target
 
@@ -46,37 +47,6 @@ PAGE_BYTES_PER_IMAGE_AND_CLASS = 60
 PAGE_BYTES_PER_CHANNEL = 5_500
 PAGE_BYTES_PER_CHANNEL_AND_CLASS = 30
 PAGE_BYTES_PER_HEATMAP_CELL = 160
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    data: Path
-    out: Path
-    labels: Path | None = None  # a path,label CSV naming the test images instead of class folders
-    model_path: Path | None = None
-    history_path: Path | None = None
-    model_cache: Path = Path("output/model/model.keras")
-    retrain: bool = False
-    trust_model: bool = False
-    preprocess: str = "auto"  # reportgen.inputs.PREPROCESS_CHOICES
-    resize: str = "stretch"  # reportgen.data.RESIZE_METHODS
-    layer_patterns: tuple[str, ...] = ()
-    scale: str = "layer"
-    colormap: str = "viridis"
-    images_per_page: int = 24
-    max_gallery_images: int | None = None
-    max_channels: int = plan.DEFAULT_MAX_CHANNELS
-    memory_budget_mb: int = plan.DEFAULT_MEMORY_BUDGET_MB
-    max_site_mb: int = plan.DEFAULT_MAX_SITE_MB
-    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
-    strict: bool = False
-    title: str | None = None
-    explain: bool = True  # Grad-CAM, calibration, label quality, embedding (reportgen.explain)
-    cam_layer: str | None = None  # None: the last feature-map layer larger than 1x1
-    embedding: str = "pca"  # the embedding map's method: reportgen.explain.EMBEDDING_METHODS
-    site_url: str | None = None  # where the site will be published, ending in "/" (publish.site_url)
-    generate_missing_data: bool = False
-    train: TrainOptions = field(default_factory=TrainOptions)
 
 
 @dataclass(frozen=True)
@@ -249,23 +219,29 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
 
 
 def _model_file(options: BuildOptions) -> Path:
-    return options.model_path if options.model_path is not None else options.model_cache
+    """Absolute, as the test split's folders in a pass plan: Dask workers may run elsewhere."""
+    return (options.model_path if options.model_path is not None else options.model_cache).resolve()
 
 
-def _run_pass(worker, task, shard_list: list, merge, label: str):
-    """Run ``task`` over the shards in this process, merged as any engine merges them."""
+def _absolute(split: Split) -> Split:
+    data_root = split.data_root.resolve() if split.data_root is not None else None
+    return replace(split, root=split.root.resolve(), data_root=data_root)
+
+
+def _engine(options: BuildOptions, pass_plan, model, grad_cam, probe, data_root: Path):
+    """The engine the passes run on: this process (the model and probe the build already has)
+    or a Dask cluster, whose workers load the model from its file."""
     from reportgen import pipeline
+    from reportgen.engines import make_engine
 
-    total = sum(len(shard.indices) for shard in shard_list)
-    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
-
-        def results():
-            for shard in shard_list:
-                result = task(worker, shard)
-                bar.update(len(shard.indices))
-                yield result
-
-        return pipeline.fold(results(), merge)
+    if options.engine == "local":
+        def open_worker(plan):
+            return pipeline.Worker(plan, model, grad_cam=grad_cam, probe=probe)
+    else:
+        open_worker = pipeline.open_worker
+    return make_engine(options.engine, pass_plan, open_worker, workers=options.workers,
+                       scheduler=options.scheduler, read_paths=[data_root, pass_plan.model_file],
+                       write_folder=pass_plan.staging)
 
 
 def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
@@ -318,11 +294,11 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
     layer_slugs = _unique_slugs([layer.path for layer in probe.layers], slug=layer_slug)
     true_labels = np.array([r.label for r in test.images], dtype=np.int64)
 
-    with SiteWriter(options.out, protected=[dataset.root]) as site:
+    with SiteWriter(options.out, protected=[dataset.root]) as site, ExitStack() as passes:
         pass_started = time.perf_counter()
         pass_plan = pipeline.PassPlan(
             model_file=_model_file(options), trust_model=options.trust_model, contract=contract,
-            test=test, true_labels=tuple(true_labels.tolist()), image_slugs=tuple(image_slugs),
+            test=_absolute(test), true_labels=tuple(true_labels.tolist()), image_slugs=tuple(image_slugs),
             layer_paths=tuple(layer.path for layer in probe.layers),
             class_count=len(class_names), batch_size=memory.batch_size,
             explain=grad_cam is not None,
@@ -330,10 +306,11 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
             colormap=options.colormap, scale=options.scale, jobs=options.jobs,
             target=site.target, staging=site.temp,
             pixel_cache=pipeline.create_pixel_cache(test, contract, site.temp))
-        worker = pipeline.Worker(pass_plan, model, grad_cam=grad_cam, probe=probe)
-        first = _run_pass(worker, pipeline.first_pass,
-                          pipeline.shards(range(len(test.images)), memory.batch_size),
-                          pipeline.merge_first, "Reading test images")
+        engine = passes.enter_context(
+            _engine(options, pass_plan, model, grad_cam, probe, dataset.root))
+        first = engine.map_reduce(pipeline.first_pass,
+                                  pipeline.shards(range(len(test.images)), memory.batch_size),
+                                  pipeline.merge_first, label="Reading test images")
         site.count(first.files, first.bytes)
         # Decoded once, in the pass: failures are known only now.
         dataset = _drop_unreadable(options, dataset, first.unreadable, echo)
@@ -354,13 +331,14 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
             n_images, len(class_names), sum(layer.output_shape[2] for layer in layers))
         grid_pixels = [math.prod(layer.grid_size_px) for layer in layers]
         site_plan = plan.plan_site(priority, grid_pixels, fixed, budget, options.max_gallery_images)
-        drawn = _drawing_pass(worker, site, site_plan, priority, budget - fixed, layers, kept,
+        drawn = _drawing_pass(engine, site, site_plan, priority, budget - fixed, layers, kept,
                               memory.batch_size)
+        passes.close()  # a cluster we started is not needed to render
         stage_seconds["drawing"] = time.perf_counter() - drawing_started
 
         render_started = time.perf_counter()
         if pass_plan.pixel_cache is not None:
-            pass_plan.pixel_cache.unlink()  # not part of the site
+            shutil.rmtree(pass_plan.pixel_cache)  # not part of the site
         if history is not None:
             from reportgen.curves import learning_curve_svg
 
@@ -368,7 +346,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
                 site.write(layout.curve_asset(metric), learning_curve_svg(history, metric))
         explanations = None
         if grad_cam is not None:
-            explanations = _explanations(grad_cam, first.cam, true_labels, probabilities,
+            explanations = gather_explanations(grad_cam, first.cam, true_labels, probabilities,
                                          list(class_names), site, options.embedding)
         metrics = compute_metrics(true_labels, predicted, len(class_names))
         best_val = max(history.val_accuracy) if history and history.val_accuracy else None
@@ -396,7 +374,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
                        warnings=warnings, stage_seconds=stage_seconds)
 
 
-def _drawing_pass(worker, site: SiteWriter, site_plan: plan.SitePlan, priority: list[int],
+def _drawing_pass(engine, site: SiteWriter, site_plan: plan.SitePlan, priority: list[int],
                   room_bytes: int, layers: list[LayerEntry], kept: np.ndarray,
                   batch_size: int) -> tuple[int, ...]:
     """Feature-map grids of the planned images; returns the images actually drawn.
@@ -417,8 +395,8 @@ def _drawing_pass(worker, site: SiteWriter, site_plan: plan.SitePlan, priority: 
                    layers=[pipeline.DrawLayer(layer.slug, layer.shown_channels)
                            for layer in layers])
     first, rest = planned[:batch_size], planned[batch_size:]
-    written = _run_pass(worker, draw, [pipeline.Shard(0, tuple(int(kept[i]) for i in first))],
-                        pipeline.add_written, "Drawing feature maps")
+    written = engine.map_reduce(draw, [pipeline.Shard(0, tuple(int(kept[i]) for i in first))],
+                                pipeline.add_written, label="Drawing feature maps")
     site.count(written.files, written.bytes)
     measured = written.bytes / len(first) + plan.HTML_BYTES_PER_GRID * len(layers)
     if rest and measured > site_plan.bytes_per_image:
@@ -426,13 +404,13 @@ def _drawing_pass(worker, site: SiteWriter, site_plan: plan.SitePlan, priority: 
         wanted = set(rest)
         rest = sorted([i for i in priority if i in wanted][:allowed])
     if rest:
-        written = _run_pass(worker, draw, pipeline.shards([int(kept[i]) for i in rest], batch_size),
-                            pipeline.add_written, "Drawing feature maps")
+        written = engine.map_reduce(draw, pipeline.shards([int(kept[i]) for i in rest], batch_size),
+                                    pipeline.add_written, label="Drawing feature maps")
         site.count(written.files, written.bytes)
     return tuple(first + rest)
 
 
-def _explanations(grad_cam, cam: dict, true_labels: np.ndarray, probabilities: np.ndarray,
+def gather_explanations(grad_cam, cam: dict, true_labels: np.ndarray, probabilities: np.ndarray,
                   class_names: list[str], site: SiteWriter, embedding_method: str):
     """Explanations from the first pass's per-image Grad-CAM; mean maps written."""
     from reportgen import overlays
@@ -519,4 +497,4 @@ def _warnings(dataset: Dataset, n_drawn: int, n_images: int, options: BuildOptio
     return tuple(warnings)
 
 
-__all__ = ["BuildOptions", "BuildResult", "build"]
+__all__ = ["BuildOptions", "BuildResult", "assemble_report", "build", "gather_explanations", "layer_entries"]

@@ -7,16 +7,16 @@ Heavy modules (TensorFlow above all) are imported inside the commands, so that
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from reportgen import __version__
+from reportgen.engines import DEFAULT_DASK_WORKERS, ENGINES, check_engine_options
 from reportgen.errors import UserError
 from reportgen.explain import EMBEDDING_METHODS
-from reportgen.plan import DEFAULT_MAX_CHANNELS, DEFAULT_MAX_SITE_MB, DEFAULT_MEMORY_BUDGET_MB
+from reportgen.options import BuildOptions, TrainOptions, default
 
 DEFAULT_DATA = Path("data/shapes")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -75,16 +75,19 @@ def data(out: Path, per_class: int, test_fraction: float, size: int, seed: int) 
 def training_options(command):
     """The options ``train`` and ``build`` share: the article's schedule by default."""
     options = [
-        click.option("--epochs", type=click.IntRange(min=1), default=20, help="Training epochs."),
-        click.option("--steps-per-epoch", type=click.IntRange(min=1), default=100,
+        click.option("--epochs", type=click.IntRange(min=1), default=default(TrainOptions, "epochs"),
+                     help="Training epochs."),
+        click.option("--steps-per-epoch", type=click.IntRange(min=1),
+                     default=default(TrainOptions, "steps_per_epoch"),
                      help="Batches per epoch; the training set repeats as needed."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=16,
+        click.option("--batch-size", type=click.IntRange(min=1),
+                     default=default(TrainOptions, "batch_size"),
                      help="Images per training batch."),
         click.option("--validation-split", type=click.FloatRange(0, 1, max_open=True),
-                     default=0.0,
+                     default=default(TrainOptions, "validation_split"),
                      help="Hold out this share of training_set/ for validation; "
                           "0 validates on test_set/ as the article does."),
-        click.option("--seed", type=click.IntRange(min=0), default=0,
+        click.option("--seed", type=click.IntRange(min=0), default=default(TrainOptions, "seed"),
                      help="Random seed for weights and batches."),
     ]
     for option in reversed(options):
@@ -98,14 +101,16 @@ def input_options(command):
     from reportgen.inputs import PREPROCESS_CHOICES
 
     options = [
-        click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
+        click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES),
+                     default=default(BuildOptions, "preprocess"),
                      metavar="MODE",
                      help="Pixels the model was trained on: auto (read from the model or its "
                           "sidecar; else unit, said to be a guess), unit [0, 1], raw 0-255, "
                           "symmetric [-1, 1], caffe, torch, or a keras.applications module "
                           "(mobilenet_v2, resnet50, efficientnet, convnext, ...) for its own "
                           "preprocess_input."),
-        click.option("--resize", type=click.Choice(RESIZE_METHODS), default="stretch",
+        click.option("--resize", type=click.Choice(RESIZE_METHODS),
+                     default=default(BuildOptions, "resize"),
                      help="How an image of another size reaches the model's: stretch "
                           "(bilinear, as image_dataset_from_directory), crop (centre crop to "
                           "the model's aspect ratio first) or pad (letterbox in black)."),
@@ -214,39 +219,55 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
               help="Layers to show: a glob on their paths (repeatable), e.g. 'block2*', or 'all'. "
                    "Default: every layer of a small model; the first convolution, block outputs "
                    "and last layer of a big one.")
-@click.option("--scale", type=click.Choice(["layer", "channel"]), default="layer",
+@click.option("--scale", type=click.Choice(["layer", "channel"]),
+              default=default(BuildOptions, "scale"),
               help="Colour scale: one per layer (honest: dead channels look dead) or the "
                    "article's per-channel standardisation.")
-@click.option("--colormap", default="viridis", help="Any matplotlib colormap name.")
-@click.option("--per-page", "images_per_page", type=click.IntRange(min=1), default=24,
+@click.option("--colormap", default=default(BuildOptions, "colormap"),
+              help="Any matplotlib colormap name.")
+@click.option("--per-page", "images_per_page", type=click.IntRange(min=1),
+              default=default(BuildOptions, "images_per_page"),
               help="Images per page of a layer's gallery.")
 @click.option("--max-gallery-images", type=click.IntRange(min=1),
               help="Draw feature maps for at most this many test images (mistakes first, then "
                    "an even share of each class).")
-@click.option("--max-channels", type=click.IntRange(min=1), default=DEFAULT_MAX_CHANNELS,
+@click.option("--max-channels", type=click.IntRange(min=1),
+              default=default(BuildOptions, "max_channels"),
               help="Channels drawn per layer on image and gallery pages, the most variable "
                    "over the test set; the atlas and report.json keep every channel.")
 @click.option("--memory-budget", "memory_budget_mb", type=click.IntRange(min=100),
-              default=DEFAULT_MEMORY_BUDGET_MB,
+              default=default(BuildOptions, "memory_budget_mb"),
               help="Megabytes for feature maps on top of TensorFlow's own; sizes the batches.")
-@click.option("--max-site-mb", type=click.IntRange(min=1), default=DEFAULT_MAX_SITE_MB,
+@click.option("--max-site-mb", type=click.IntRange(min=1),
+              default=default(BuildOptions, "max_site_mb"),
               help="Site size budget in MB (GitHub Pages allows 1000): fewer images get "
                    "feature maps if needed, never fewer predictions or statistics.")
-@click.option("--jobs", type=click.IntRange(min=1), default=os.cpu_count() or 1,
+@click.option("--jobs", type=click.IntRange(min=1), default=default(BuildOptions, "jobs"),
               help="Worker threads drawing and encoding feature maps.")
 @click.option("--strict", is_flag=True, help="Fail if any image file cannot be read.")
 @click.option("--title", help="Site title (default: model and data names).")
-@click.option("--explain/--no-explain", default=True,
+@click.option("--explain/--no-explain", default=default(BuildOptions, "explain"),
               help="Grad-CAM for every image, label quality, calibration and an embedding map.")
 @click.option("--cam-layer", help="Grad-CAM's feature-map layer (a path as on the overview) "
                                   "[default: the last one larger than 1x1].")
-@click.option("--embedding", type=click.Choice(EMBEDDING_METHODS), default="pca", show_default=True,
+@click.option("--embedding", type=click.Choice(EMBEDDING_METHODS),
+              default=default(BuildOptions, "embedding"), show_default=True,
               help="How the embedding map is drawn: pca (NumPy) or tsne (scikit-learn, needs "
                    "pip install 'reportgen[tsne]').")
 @click.option("--site-url", help="Where the site will be published, e.g. "
                                  "https://you.github.io/repo/: adds a sitemap.xml and canonical "
                                  "links, and lets 404.html work at any path. Without it every "
                                  "link is relative.")
+@click.option("--engine", type=click.Choice(ENGINES), default=default(BuildOptions, "engine"),
+              help="Where the passes over the test images run: local (this process) or dask "
+                   "(a Dask cluster; needs pip install 'reportgen[dask]'). Same site either way.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help=f"With --engine dask: start a cluster of this many worker processes on this "
+                   f"machine  [default: {DEFAULT_DASK_WORKERS}]")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="With --engine dask: use the running cluster whose scheduler is at this "
+                   "address, e.g. tcp://10.0.0.5:8786. Its workers must see --data, --model and "
+                   "--out at the same paths.")
 @input_options
 @training_options
 @user_errors
@@ -256,9 +277,12 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
           colormap: str, images_per_page: int, max_gallery_images: int | None,
           max_channels: int, memory_budget_mb: int, max_site_mb: int, jobs: int,
           strict: bool, title: str | None, explain: bool, cam_layer: str | None,
-          embedding: str, site_url: str | None, **training) -> None:
+          embedding: str, site_url: str | None, engine: str, workers: int | None,
+          scheduler: str | None, **training) -> None:
     """Write the HTML report: train or load, run every test image."""
     from reportgen.publish import site_url as checked_site_url
+
+    check_engine_options(engine, workers, scheduler)
 
     if history_path is not None and model_path is None:
         raise UserError("--history goes with --model; a model trained here records its own")
@@ -278,7 +302,8 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
         images_per_page=images_per_page, max_gallery_images=max_gallery_images,
         max_channels=max_channels, memory_budget_mb=memory_budget_mb, max_site_mb=max_site_mb,
         jobs=jobs, strict=strict, title=title, explain=explain, cam_layer=cam_layer,
-        embedding=embedding, site_url=site_url, generate_missing_data=data == DEFAULT_DATA,
+        embedding=embedding, site_url=site_url, engine=engine, workers=workers,
+        scheduler=scheduler, generate_missing_data=data == DEFAULT_DATA,
         train=_train_options(**training),
     )
     from reportgen.site import InterruptedAfterSwap

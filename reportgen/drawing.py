@@ -15,6 +15,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from reportgen.options import BuildOptions, default
+
 GRID_COLUMNS = 16  # the article draws 16 channels per row
 # Fewer columns for big maps, so a grid at one pixel per value fits a page (render.py).
 MAX_GRID_WIDTH_PX = 960
@@ -31,7 +33,7 @@ SCALES = ("layer", "channel")
 
 
 @lru_cache(maxsize=8)
-def colormap_palette(name: str = "viridis") -> bytes:
+def colormap_palette(name: str = default(BuildOptions, "colormap")) -> bytes:
     """A 768-byte PNG palette: 255 colours of a matplotlib colormap, then the gap colour."""
     from matplotlib import colormaps
 

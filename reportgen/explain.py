@@ -369,14 +369,22 @@ def _principal_axes(x: np.ndarray, k: int) -> tuple[np.ndarray, list[float]]:
     shares = [0.0] * k
     if len(x) >= 2:
         centred = x - x.mean(axis=0)
-        u, s, _ = np.linalg.svd(centred, full_matrices=False)
-        total = float((s ** 2).sum())
-        for axis in range(min(k, len(s))):
-            column = u[:, axis] * s[axis]
+        # The eigenvectors of the smaller Gram matrix: for 5,000 images of 1,280 features a
+        # matrix product and a 1,280-square eigh, several times faster than the thin SVD.
+        wide = len(centred) <= centred.shape[1]
+        gram = centred @ centred.T if wide else centred.T @ centred
+        variances, vectors = np.linalg.eigh(gram)  # ascending
+        variances, vectors = np.maximum(variances[::-1], 0.0), vectors[:, ::-1]
+        total = float(variances.sum())
+        for axis in range(min(k, len(variances))):
+            if variances[axis] <= total * 1e-12:  # beyond the rank: rounding noise
+                break
+            column = (vectors[:, axis] * np.sqrt(variances[axis]) if wide
+                      else centred @ vectors[:, axis])
             if column[np.argmax(np.abs(column))] < 0:
                 column = -column
             coordinates[:, axis] = column
-            shares[axis] = float(s[axis] ** 2 / total) if total > 0 else 0.0
+            shares[axis] = float(variances[axis] / total)
     return coordinates, shares
 
 
@@ -387,7 +395,7 @@ def _rows(features: np.ndarray) -> np.ndarray:
 
 
 def pca_2d(features: np.ndarray) -> Embedding:
-    """The first two principal components, by SVD of the centred features."""
+    """The first two principal components of the centred features."""
     x = _rows(features)
     coordinates, shares = _principal_axes(x, 2)
     return Embedding(coordinates, (shares[0], shares[1]))

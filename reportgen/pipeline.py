@@ -7,8 +7,9 @@ this process, or the workers of a Dask cluster), then assembles the report and r
    gives the probabilities, every shown layer's maps (folded into mergeable channel
    statistics) and Grad-CAM; input pictures and CAM overlays are written on the way,
    and the decoded pixels are kept in a cache file so no image is decoded twice.
-2. ``merge_first`` folds shard results into one, in a fixed tree over shard numbers, so the
-   sums come out bit for bit the same whichever worker finished first.
+2. ``merge_first`` folds shard results into one, in a fixed tree over shard numbers
+   (``reportgen.engines.fold_in_order``), so the sums come out bit for bit the same
+   whichever worker finished first.
 3. ``draw_pass`` over shards of the images that get feature maps (the channel and site plans
    need the whole first pass): a forward pass from the cached pixels, grids drawn and written.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,8 @@ from reportgen.data import Batch, Split, iter_batches
 from reportgen.inputs import InputContract
 from reportgen.site import SiteWriter
 
-SHARD_BATCHES = 4  # batches per shard: a Dask task's unit of work, and of retry
-PIXEL_CACHE_NAME = ".reportgen-pixels.npy"  # in the staging folder; removed before the swap
+SHARD_BATCHES = 1  # batches per shard: a Dask task's unit of work, and of retry
+PIXEL_CACHE_NAME = ".reportgen-pixels"  # a folder in the staging folder; removed before the swap
 PIXEL_CACHE_MAX_BYTES = 4_000_000_000  # beyond this the drawing pass decodes its images again
 
 
@@ -82,15 +83,25 @@ class DrawLayer:
 
 # -- a worker: the model and what draws ---------------------------------------------------------
 
+def untimed(stage: str, function: Callable, *args):
+    """A worker's default timer: just ``function(*args)``. The benchmark passes one that also
+    clocks each stage (stages nest: writes inside drawing tasks, all inside a pass)."""
+    return function(*args)
+
+
 class Worker:
     """One process's model, forward pass and drawing threads, for any number of shards."""
 
-    def __init__(self, plan: PassPlan, model, *, grad_cam=None, probe=None):
+    def __init__(self, plan: PassPlan, model, *, grad_cam=None, probe=None,
+                 timer: Callable = untimed):
         """``grad_cam`` (explain) or ``probe`` may be given already built on ``model``, with the
-        plan's layers: the build's own process has made them to plan."""
+        plan's layers: the build's own process has made them to plan. ``timer(stage, function,
+        *args)`` runs the passes' decoding, forward passes, statistics, drawing and writes."""
         from reportgen.activations import ActivationProbe
 
         self.plan = plan
+        self.timer = timer
+        self.cache_rows: dict[int, tuple[str, int]] | None = None  # read once, by draw_pass
         self.palette = drawing.colormap_palette(plan.colormap)
         self.grad_cam = self.probe = None
         if plan.explain:
@@ -127,19 +138,23 @@ class _Drawing:
     Pending tasks are bounded, so memory does not grow with the number of images.
     """
 
-    def __init__(self, plan: PassPlan):
+    def __init__(self, plan: PassPlan, timer: Callable):
         self.site = SiteWriter.into(plan.staging, plan.target)
+        self.timer = timer
         self.pool = ThreadPoolExecutor(max_workers=plan.jobs) if plan.jobs > 1 else None
         self.pending: deque[Future] = deque()
 
-    def submit(self, tasks: list[tuple], max_pending: int) -> None:
+    def write(self, relative_path: str, data: bytes) -> None:
+        self.timer("write", self.site.write, relative_path, data)
+
+    def submit(self, stage: str, tasks: list[tuple], max_pending: int) -> None:
         if self.pool is None:
-            for function, *args in tasks:
-                function(*args)
+            for task in tasks:
+                self.timer(stage, *task)
             return
         while len(self.pending) > max_pending:
             self.pending.popleft().result()
-        self.pending.extend(self.pool.submit(*task) for task in tasks)
+        self.pending.extend(self.pool.submit(self.timer, stage, *task) for task in tasks)
 
     def finish(self) -> tuple[int, int]:
         """Wait for every task (a task's exception is raised here); (files, bytes) written."""
@@ -155,14 +170,35 @@ class _Drawing:
 # -- pixels: decoded once -----------------------------------------------------------------------
 
 def create_pixel_cache(plan_test: Split, contract: InputContract, staging: Path) -> Path | None:
-    """An empty cache file for every test image's pixels, or None when it would be too big."""
+    """The folder where the first pass keeps every test image's pixels (a file per shard,
+    written by whichever worker ran it), or None when they would take too much disk."""
     spec = contract.spec
-    shape = (len(plan_test.images), spec.height, spec.width, spec.channels)
-    if int(np.prod(shape)) * 4 > PIXEL_CACHE_MAX_BYTES:
+    if len(plan_test.images) * spec.height * spec.width * spec.channels * 4 > PIXEL_CACHE_MAX_BYTES:
         return None
     path = staging / PIXEL_CACHE_NAME
-    np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape).flush()
+    path.mkdir()
     return path
+
+
+def _shard_cache(plan: PassPlan, shard: Shard) -> np.ndarray:
+    """A new cache file for the pixels of the shard's images, in shard order; shards of one
+    pass never share an image, so their first index names their files."""
+    spec = plan.contract.spec
+    stem = plan.pixel_cache / f"{shard.indices[0]:09d}"
+    np.save(f"{stem}-indices.npy", np.asarray(shard.indices, dtype=np.int64))
+    return np.lib.format.open_memmap(f"{stem}-pixels.npy", mode="w+", dtype=np.float32,
+                                     shape=(len(shard.indices), spec.height, spec.width,
+                                            spec.channels))
+
+
+def _cache_rows(folder: Path) -> dict[int, tuple[str, int]]:
+    """Every cached image's (pixels file, row), from the files the first pass left."""
+    rows = {}
+    for index_file in sorted(folder.glob("*-indices.npy")):
+        pixels = str(index_file).removesuffix("-indices.npy") + "-pixels.npy"
+        rows.update((int(index), (pixels, row))
+                    for row, index in enumerate(np.load(index_file)))
+    return rows
 
 
 def _decoded(plan: PassPlan, indices: Sequence[int]) -> Iterator[Batch]:
@@ -172,13 +208,27 @@ def _decoded(plan: PassPlan, indices: Sequence[int]) -> Iterator[Batch]:
         yield dataclasses.replace(batch, indices=tuple(indices[i] for i in batch.indices))
 
 
-def _cached(plan: PassPlan, indices: Sequence[int]) -> Iterator[Batch]:
+def _timed(timer: Callable, stage: str, batches: Iterator[Batch]) -> Iterator[Batch]:
+    """``batches``, the making of each one timed as ``stage``."""
+    while (batch := timer(stage, next, batches, None)) is not None:
+        yield batch
+
+
+def _cached(worker: Worker, indices: Sequence[int]) -> Iterator[Batch]:
     """The same batches from the pixel cache the first pass wrote."""
-    pixels = np.load(plan.pixel_cache, mmap_mode="r")
+    plan = worker.plan
+    if worker.cache_rows is None:  # once per worker: the first pass is over by now
+        worker.cache_rows = _cache_rows(plan.pixel_cache)
+    files: dict[str, np.ndarray] = {}
     for start in range(0, len(indices), plan.batch_size):
         chunk = tuple(indices[start:start + plan.batch_size])
-        yield Batch(np.asarray(pixels[list(chunk)]), tuple(plan.test.images[i] for i in chunk),
-                    chunk)
+        images = []
+        for index in chunk:
+            path, row = worker.cache_rows[index]
+            if path not in files:
+                files[path] = np.load(path, mmap_mode="r")
+            images.append(files[path][row])
+        yield Batch(np.stack(images), tuple(plan.test.images[i] for i in chunk), chunk)
 
 
 # -- pass 1 -------------------------------------------------------------------------------------
@@ -200,30 +250,32 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
     """Predictions, statistics and explanations of one shard; inputs and overlays written."""
     from reportgen.stats import LayerStatsAccumulator
 
-    plan = worker.plan
-    drawing_threads = _Drawing(plan)
+    plan, timer = worker.plan, worker.timer
+    drawing_threads = _Drawing(plan, timer)
     accumulators = [LayerStatsAccumulator(layer.output_shape[2], plan.class_count)
                     for layer in (worker.grad_cam or worker.probe).layers]
-    cache = np.load(plan.pixel_cache, mmap_mode="r+") if plan.pixel_cache else None
+    cache = _shard_cache(plan, shard) if plan.pixel_cache and shard.indices else None
+    rows = {index: row for row, index in enumerate(shard.indices)}
     true_labels = np.asarray(plan.true_labels, dtype=np.int64)
     indices, probabilities, cams, unreadable = [], [], [], []
     try:
-        for batch in _decoded(plan, shard.indices):
+        for batch in _timed(timer, "decode", _decoded(plan, shard.indices)):
             unreadable.extend(batch.unreadable)
             if not batch.records:
                 continue
             batch_indices = np.asarray(batch.indices)
             labels = true_labels[batch_indices]
-            batch_probabilities, maps, cam = worker.forward(batch.images, labels)
+            batch_probabilities, maps, cam = timer("forward", worker.forward, batch.images, labels)
             paths = [record.path for record in batch.records]
             for accumulator, layer_maps in zip(accumulators, maps, strict=True):
-                accumulator.update(layer_maps, labels, paths)
+                timer("statistics", accumulator.update, layer_maps, labels, paths)
             slugs = [plan.image_slugs[i] for i in batch_indices]
             mistaken = batch_probabilities.argmax(axis=1) != labels
-            drawing_threads.submit([(_draw_inputs, drawing_threads.site, batch.images, slugs,
-                                     cam, mistaken)], max_pending=2)
+            drawing_threads.submit("draw inputs", [(_draw_inputs, drawing_threads.write,
+                                                    batch.images, slugs, cam, mistaken)],
+                                   max_pending=2)
             if cache is not None:
-                cache[batch_indices] = batch.images
+                cache[[rows[index] for index in batch.indices]] = batch.images
             indices.append(batch_indices)
             probabilities.append(batch_probabilities)
             if cam is not None:
@@ -243,18 +295,18 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
         unreadable=unreadable, files=files, bytes=size)
 
 
-def _draw_inputs(site: SiteWriter, images: np.ndarray, slugs: list[str], cam,
+def _draw_inputs(write: Callable, images: np.ndarray, slugs: list[str], cam,
                  mistaken: np.ndarray) -> None:
     from reportgen import overlays
 
     for offset, (image, slug) in enumerate(zip(images, slugs, strict=True)):
-        site.write(layout.input_asset(slug), drawing.input_png(image))
+        write(layout.input_asset(slug), drawing.input_png(image))
         if cam is None:
             continue
-        site.write(layout.cam_asset(slug), overlays.overlay_png(image, cam.predicted_maps[offset]))
+        write(layout.cam_asset(slug), overlays.overlay_png(image, cam.predicted_maps[offset]))
         if mistaken[offset]:
-            site.write(layout.cam_asset(slug, "true"),
-                       overlays.overlay_png(image, cam.true_maps[offset]))
+            write(layout.cam_asset(slug, "true"),
+                  overlays.overlay_png(image, cam.true_maps[offset]))
 
 
 CAM_FIELDS = ("predicted_maps", "true_maps", "features", "channel_means")
@@ -294,57 +346,32 @@ def add_written(a: Written, b: Written) -> Written:
 
 def draw_pass(worker: Worker, shard: Shard, layers: Sequence[DrawLayer]) -> Written:
     """Feature-map grids of one shard's images, every shown layer."""
-    plan = worker.plan
-    drawing_threads = _Drawing(plan)
+    plan, timer = worker.plan, worker.timer
+    drawing_threads = _Drawing(plan, timer)
     true_labels = np.asarray(plan.true_labels, dtype=np.int64)
-    batches = (_cached(plan, shard.indices) if plan.pixel_cache
-               else _decoded(plan, shard.indices))
+    batches = (_timed(timer, "read the pixel cache", _cached(worker, shard.indices))
+               if plan.pixel_cache else _timed(timer, "decode", _decoded(plan, shard.indices)))
     for batch in batches:
         if not batch.records:
             continue
-        _, maps, _ = worker.forward(batch.images, true_labels[list(batch.indices)])
+        _, maps, _ = timer("forward", worker.forward, batch.images,
+                           true_labels[list(batch.indices)])
         slugs = [plan.image_slugs[i] for i in batch.indices]
         drawing_threads.submit(
-            [(_draw_layer, drawing_threads.site, worker.palette, plan.scale, layer_maps, slugs,
+            "draw feature maps",
+            [(_draw_layer, drawing_threads.write, worker.palette, plan.scale, layer_maps, slugs,
               layer) for layer, layer_maps in zip(layers, maps, strict=True)],
             max_pending=len(layers))
     return Written(*drawing_threads.finish())
 
 
-def _draw_layer(site: SiteWriter, palette: bytes, scale: str, maps: np.ndarray,
+def _draw_layer(write: Callable, palette: bytes, scale: str, maps: np.ndarray,
                 image_slugs: list[str], layer: DrawLayer) -> None:
     pictures = drawing.feature_grid_pngs(maps, palette, scale, layer.channels)
     for image_slug, picture in zip(image_slugs, pictures, strict=True):
-        site.write(layout.map_asset(layer.slug, image_slug), picture)
-
-
-# -- merging in a fixed order -------------------------------------------------------------------
-
-def fold(results: Iterable, merge: Callable):
-    """Merge results given in shard order along the tree a binary counter builds.
-
-    Shard 0 and 1 merge, then 2 and 3, then those two, and so on: the tree depends on
-    the number of shards only, so the numbers never depend on which shard finished first.
-    At most log2(shards) partial results are held at once. ``merge`` may also return a
-    future (a Dask engine passes one that submits the merge to the cluster): the same
-    tree is then built there.
-    """
-    stack: list[tuple[int, object]] = []  # (number of shards merged, result)
-    for result in results:
-        size, merged = 1, result
-        while stack and stack[-1][0] == size:
-            _, earlier = stack.pop()
-            size, merged = size * 2, merge(earlier, merged)
-        stack.append((size, merged))
-    if not stack:
-        raise ValueError("nothing to merge")
-    _, merged = stack.pop()
-    while stack:
-        _, earlier = stack.pop()
-        merged = merge(earlier, merged)
-    return merged
+        write(layout.map_asset(layer.slug, image_slug), picture)
 
 
 __all__ = ["DrawLayer", "FirstPassResult", "PassPlan", "Shard", "Worker", "Written",
-           "add_written", "create_pixel_cache", "draw_pass", "first_pass", "fold",
-           "merge_first", "open_worker", "shards"]
+           "add_written", "create_pixel_cache", "draw_pass", "first_pass",
+           "merge_first", "open_worker", "shards", "untimed"]

@@ -1,4 +1,5 @@
-"""The build's stages: shards of whole batches, the fixed merge tree, the pixel cache."""
+"""The build's stages: shards of whole batches, the fixed merge tree (engines.fold_in_order),
+the pixel cache."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reportgen import pipeline
+from reportgen.engines import fold_in_order
 
 
 def reference_tree(lo: int, hi: int):
@@ -23,15 +25,15 @@ def reference_tree(lo: int, hi: int):
 
 @given(st.integers(min_value=1, max_value=70))
 def test_fold_merges_along_a_tree_that_depends_only_on_the_number_of_shards(n):
-    assert pipeline.fold(range(n), lambda a, b: (a, b)) == reference_tree(0, n)
+    assert fold_in_order(range(n), lambda a, b: (a, b)) == reference_tree(0, n)
 
 
 def test_fold_keeps_shard_order_and_refuses_nothing_to_merge():
-    assert pipeline.fold([[0], [1], [2], [3], [4]], lambda a, b: a + b) == [0, 1, 2, 3, 4]
-    assert pipeline.fold([(2, 5)], lambda a, b: a + b) == (2, 5)
-    assert pipeline.fold(((x,) for x in range(3)), lambda a, b: a + b) == (0, 1, 2)
+    assert fold_in_order([[0], [1], [2], [3], [4]], lambda a, b: a + b) == [0, 1, 2, 3, 4]
+    assert fold_in_order([(2, 5)], lambda a, b: a + b) == (2, 5)
+    assert fold_in_order(((x,) for x in range(3)), lambda a, b: a + b) == (0, 1, 2)
     with pytest.raises(ValueError, match="nothing to merge"):
-        pipeline.fold([], lambda a, b: a + b)
+        fold_in_order([], lambda a, b: a + b)
 
 
 @given(st.lists(st.floats(min_value=-1e6, max_value=1e6), min_size=1, max_size=40))
@@ -39,7 +41,7 @@ def test_fold_sums_floats_as_the_reference_tree_does_bit_for_bit(values):
     def evaluate(tree):
         return values[tree] if isinstance(tree, int) else evaluate(tree[0]) + evaluate(tree[1])
 
-    assert pipeline.fold(values, lambda a, b: a + b) == evaluate(reference_tree(0, len(values)))
+    assert fold_in_order(values, lambda a, b: a + b) == evaluate(reference_tree(0, len(values)))
 
 
 def test_shards_are_whole_batches_in_order():
