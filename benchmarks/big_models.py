@@ -26,6 +26,18 @@ BATCH = 64
 TIME = "/usr/bin/time"
 
 
+def write_section(path: Path, start: str, end: str, block: str) -> None:
+    """Replace the part of ``path`` (results.md) between the markers ``start`` and ``end`` with
+    ``block``, which begins and ends with them; append it if the file has none."""
+    text = path.read_text() if path.exists() else ""
+    if start in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text,
+                      flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
 def log(message: str) -> None:
     print(f"[big-models] {message}", file=sys.stderr, flush=True)
 
@@ -182,14 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=HERE.parent / "output" / "bench-big")
     args = parser.parse_args(argv)
     lines = sections(args.work.resolve(), args.big_images, args.classes, args.class_images)
-    text = args.out.read_text() if args.out.exists() else ""
-    block = "\n".join(lines)
-    if SECTION_START in text:
-        text = re.sub(re.escape(SECTION_START) + ".*?" + re.escape(SECTION_END), lambda _: block,
-                      text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    args.out.write_text(text)
+    write_section(args.out, SECTION_START, SECTION_END, "\n".join(lines))
     log(f"wrote {args.out}")
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import time
@@ -200,14 +199,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mobilenet-images", type=int, default=256)
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     args = parser.parse_args(argv)
-    block = "\n".join(sections(args.cnn_images, args.mobilenet_images))
-    text = args.out.read_text() if args.out.exists() else ""
-    if SECTION_START in text:
-        text = re.sub(re.escape(SECTION_START) + ".*?" + re.escape(SECTION_END), lambda _: block,
-                      text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    args.out.write_text(text)
+    from big_models import write_section
+
+    write_section(args.out, SECTION_START, SECTION_END,
+                  "\n".join(sections(args.cnn_images, args.mobilenet_images)))
     log(f"wrote {args.out}")
 
 

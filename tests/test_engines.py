@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import engine_tasks as toy
@@ -223,14 +224,7 @@ def _scheduler_address(scheduler_file: Path, scheduler: subprocess.Popen) -> str
 @pytest.mark.slow
 def test_a_cluster_started_with_dasks_command_line(tmp_path):
     """`dask scheduler` and `dask worker --nworkers 2`: same result, Ctrl-C, workers all gone."""
-    dask = str(Path(sys.executable).parent / "dask")
-    scheduler_file = tmp_path / "scheduler.json"
-    scheduler = _start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                        "--no-dashboard", "--scheduler-file", str(scheduler_file)])
-    workers = None
-    try:
-        address = _scheduler_address(scheduler_file, scheduler)
-        workers = _start([dask, "worker", address, "--nworkers", "2", "--no-dashboard"])
+    with _command_line_cluster(tmp_path) as (address, workers):
         plan = toy_plan(tmp_path)
         shards = toy.shard_shards(N_ITEMS, 3)
         with DaskEngine(plan, toy.open_toy_worker, scheduler=address, read_paths=[TESTS],
@@ -254,10 +248,6 @@ def test_a_cluster_started_with_dasks_command_line(tmp_path):
             with pytest.raises(UserError, match="every Dask worker is gone"):
                 engine.map_reduce(toy.slow_offset_indices, shards, toy.concatenate, label="Slow")
             killer.join()
-    finally:
-        if workers is not None:
-            _stop(workers)
-        _stop(scheduler)
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
@@ -393,6 +383,23 @@ def test_a_build_on_a_cluster_started_with_dasks_command_line(build_inputs, tmp_
     build(BuildOptions(data=build_inputs / "data", model_path=build_inputs / "model.keras",
                        out=tmp_path / "local"), echo=lambda line: None)  # the CLI's batches
     local = site_files(tmp_path / "local")
+    with _command_line_cluster(tmp_path) as (address, _):
+        site = tmp_path / "site"
+        built = _reportgen_build(build_inputs, site, "--engine", "dask", "--scheduler", address)
+        assert built.returncode == 0, built.stderr
+        assert differing(local, site_files(site)) == []
+    # The scheduler is gone: one line of error, and the site stays as it was.
+    failed = _reportgen_build(build_inputs, site, "--engine", "dask", "--scheduler", address)
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines()[-1] == (
+        f"Error: cannot reach the Dask scheduler at {address} within 10 s")
+    assert "Traceback" not in failed.stderr
+    assert differing(local, site_files(site)) == []
+
+
+@contextlib.contextmanager
+def _command_line_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`dask scheduler` and `dask worker --nworkers 2` on loopback: (address, the workers)."""
     dask = str(Path(sys.executable).parent / "dask")
     scheduler_file = tmp_path / "scheduler.json"
     scheduler = _start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
@@ -401,21 +408,11 @@ def test_a_build_on_a_cluster_started_with_dasks_command_line(build_inputs, tmp_
     try:
         address = _scheduler_address(scheduler_file, scheduler)
         workers = _start([dask, "worker", address, "--nworkers", "2", "--no-dashboard"])
-        site = tmp_path / "site"
-        built = _reportgen_build(build_inputs, site, "--engine", "dask", "--scheduler", address)
-        assert built.returncode == 0, built.stderr
-        assert differing(local, site_files(site)) == []
+        yield address, workers
     finally:
         if workers is not None:
             _stop(workers)
         _stop(scheduler)
-    # The scheduler is gone: one line of error, and the site stays as it was.
-    failed = _reportgen_build(build_inputs, site, "--engine", "dask", "--scheduler", address)
-    assert failed.returncode == 2
-    assert failed.stderr.strip().splitlines()[-1] == (
-        f"Error: cannot reach the Dask scheduler at {address} within 10 s")
-    assert "Traceback" not in failed.stderr
-    assert differing(local, site_files(site)) == []
 
 
 def _reportgen_build(inputs: Path, site: Path, *options: str) -> subprocess.CompletedProcess:
