@@ -6,7 +6,7 @@ this process, or the workers of a Dask cluster), then assembles the report and r
 1. ``first_pass`` over shards of every test image: one taped forward pass per batch
    gives the probabilities, every shown layer's maps (folded into mergeable channel
    statistics) and Grad-CAM; input pictures and CAM overlays are written on the way,
-   and the decoded pixels are kept in a cache file so no image is decoded twice.
+   and the decoded pixels are kept in cache files (one per shard) so no image is decoded twice.
 2. ``merge_first`` folds shard results into one, in a fixed tree over shard numbers
    (``reportgen.engines.fold_in_order``), so the sums come out bit for bit the same
    whichever worker finished first.
