@@ -586,7 +586,7 @@ def measure_stages(work: Path, data: Path, model_path: Path) -> StageResult:
                                       for s in batches(len(pixels), batch_size)])
             for w in (worker, plain_worker))
 
-        for metric in ("accuracy", "loss"):
+        for metric in ("accuracy", "loss") if obtained.history else ():
             clock.time("learning curves", lambda m: site.write(
                 layout.curve_asset(m), learning_curve_svg(obtained.history, m)), metric)
         probabilities = first.probabilities
