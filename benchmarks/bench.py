@@ -471,7 +471,7 @@ STAGE_LABELS = {
                                "pass (Worker.forward, GradCam.forward)",
     ("first pass", "statistics"): "first pass: channel statistics (LayerStatsAccumulator.update)",
     ("first pass", "draw inputs"): "first pass: draw input pictures and Grad-CAM overlays "
-                                   "(input_png, overlay_png)",
+                                   "(input_picture, overlay_picture)",
     ("first pass", "draw inputs", "write"): "first pass: write them (SiteWriter.write)",
     ("first pass",): "first pass: the rest (pixel cache, gathering results)",
     ("merge",): "merge the shards' results (fold, merge_first)",
@@ -517,7 +517,7 @@ def measure_stages(work: Path, data: Path, model_path: Path) -> StageResult:
     Every test image gets feature maps, as the site plan decides for this set (section 2).
     """
     import reportgen.keras_import  # noqa: F401  before activations, which imports keras.src unmuted
-    from reportgen import build, layout, pipeline, plan
+    from reportgen import build, drawing, layout, pipeline, plan
     from reportgen.activations import ActivationProbe
     from reportgen.curves import learning_curve_svg
     from reportgen.engines import fold_in_order
@@ -555,7 +555,8 @@ def measure_stages(work: Path, data: Path, model_path: Path) -> StageResult:
             class_count=len(class_names), batch_size=batch_size, explain=True,
             cam_layer=grad_cam.layer.path, colormap=options.colormap, scale=options.scale,
             jobs=1, target=site.target, staging=site.temp,
-            pixel_cache=pipeline.create_pixel_cache(test, contract, site.temp))
+            pixel_cache=pipeline.create_pixel_cache(test, contract, site.temp),
+            pictures=drawing.picture_format(options.pictures, spec.height, spec.width))
         worker = pipeline.Worker(pass_plan, model, grad_cam=grad_cam, probe=probe,
                                  timer=clock.time)
         plain_worker = pipeline.Worker(dataclasses.replace(pass_plan, explain=False), model,

@@ -305,7 +305,8 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
             cam_layer=grad_cam.layer.path if grad_cam is not None else None,
             colormap=options.colormap, scale=options.scale, jobs=options.jobs,
             target=site.target, staging=site.temp,
-            pixel_cache=pipeline.create_pixel_cache(test, contract, site.temp))
+            pixel_cache=pipeline.create_pixel_cache(test, contract, site.temp),
+            pictures=drawing.picture_format(options.pictures, spec.height, spec.width))
         engine = passes.enter_context(
             _engine(options, pass_plan, model, grad_cam, probe, dataset.root))
         first = engine.map_reduce(pipeline.first_pass,
@@ -456,6 +457,8 @@ def assemble_report(options: BuildOptions, dataset: Dataset, obtained: ObtainedM
         empty_classes=tuple(sorted(set(test.empty_classes))),
         scale=options.scale,
         colormap=options.colormap,
+        pictures=drawing.picture_format(options.pictures, contract.spec.height,
+                                        contract.spec.width),
         images_per_page=options.images_per_page,
         drawn_indices=drawn,
         generated_at=generated_at,

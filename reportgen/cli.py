@@ -14,6 +14,7 @@ import click
 
 from reportgen import __version__
 from reportgen.engines import DEFAULT_DASK_WORKERS, ENGINES, check_engine_options
+from reportgen.drawing import JPEG_MIN_SIDE_PX, PICTURE_CHOICES
 from reportgen.errors import UserError
 from reportgen.explain import EMBEDDING_METHODS
 from reportgen.options import BuildOptions, TrainOptions, default
@@ -225,6 +226,11 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
                    "article's per-channel standardisation.")
 @click.option("--colormap", default=default(BuildOptions, "colormap"),
               help="Any matplotlib colormap name.")
+@click.option("--pictures", type=click.Choice(PICTURE_CHOICES),
+              default=default(BuildOptions, "pictures"),
+              help=f"Format of the input pictures and Grad-CAM overlays: auto is JPEG when the "
+                   f"model's input is at least {JPEG_MIN_SIDE_PX} px on its shorter side, "
+                   f"lossless PNG below. Feature maps and heatmaps are always PNG.")
 @click.option("--per-page", "images_per_page", type=click.IntRange(min=1),
               default=default(BuildOptions, "images_per_page"),
               help="Images per page of a layer's gallery.")
@@ -274,7 +280,7 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
 def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
           history_path: Path | None, retrain: bool, trust_model: bool, preprocess: str, resize: str,
           layer_patterns: tuple[str, ...], scale: str,
-          colormap: str, images_per_page: int, max_gallery_images: int | None,
+          colormap: str, pictures: str, images_per_page: int, max_gallery_images: int | None,
           max_channels: int, memory_budget_mb: int, max_site_mb: int, jobs: int,
           strict: bool, title: str | None, explain: bool, cam_layer: str | None,
           embedding: str, site_url: str | None, engine: str, workers: int | None,
@@ -298,7 +304,7 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
         data=data, labels=labels, out=out, model_path=model_path, history_path=history_path,
         retrain=retrain,
         trust_model=trust_model, preprocess=preprocess, resize=resize,
-        layer_patterns=layer_patterns, scale=scale, colormap=colormap,
+        layer_patterns=layer_patterns, scale=scale, colormap=colormap, pictures=pictures,
         images_per_page=images_per_page, max_gallery_images=max_gallery_images,
         max_channels=max_channels, memory_budget_mb=memory_budget_mb, max_site_mb=max_site_mb,
         jobs=jobs, strict=strict, title=title, explain=explain, cam_layer=cam_layer,

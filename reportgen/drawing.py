@@ -147,3 +147,58 @@ def strip_png(maps: list[np.ndarray], low: float, high: float, palette: bytes) -
     padded[:, :width] = levels
     row = padded.transpose(0, 2, 1).reshape(height, count * (width + 1))[:, :-1]
     return encode_png(row, palette)
+
+
+# -- input pictures and overlays: JPEG for photo-sized inputs ----------------------------------
+# What the model saw and its Grad-CAM overlays are photos at photo sizes: there JPEG takes a
+# quarter of PNG's bytes and a tenth of its time (benchmarks/results.md, "Input pictures and
+# overlays"). Small inputs (drawings, 28x28 digits, 32x32 CIFAR) are shown enlarged with crisp
+# pixels, where JPEG's 8x8 blocks would show and PNG costs a few kB: they stay lossless.
+PICTURE_FORMATS = ("png", "jpeg")  # named by reportgen.layout's asset functions
+PICTURE_CHOICES = ("auto", *PICTURE_FORMATS)  # --pictures
+JPEG_MIN_SIDE_PX = 64  # auto: JPEG when the model input's shorter side is at least this
+JPEG_QUALITY = 90
+# Full-resolution colour: 4:2:0 saves about a quarter of the bytes but doubles the error, and
+# smears per-pixel colour noise and the overlay's colour edges (measured in the same section).
+JPEG_SUBSAMPLING = "4:4:4"
+
+
+def picture_format(choice: str, height: int, width: int) -> str:
+    """"png" or "jpeg": the format of the input pictures and Grad-CAM overlays of a model whose
+    input is ``height`` x ``width``, for ``--pictures`` ``choice`` (one of PICTURE_CHOICES)."""
+    if choice == "auto":
+        return "jpeg" if min(height, width) >= JPEG_MIN_SIDE_PX else "png"
+    if choice not in PICTURE_FORMATS:
+        raise ValueError(f"unknown picture format {choice!r}; choose from {PICTURE_CHOICES}")
+    return choice
+
+
+def encode_jpeg(pixels: np.ndarray) -> bytes:
+    """Baseline JPEG bytes of (h, w) grey or (h, w, 3) RGB uint8 pixels, with fixed settings and
+    no metadata (no EXIF, no comment), so the same pixels give the same bytes.
+
+    No ``optimize``: Pillow then encodes into a buffer of one byte per pixel, which noisy
+    photos at 4:4:4 overflow ("Suspension not allowed here", Pillow issue #148).
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(
+        buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=JPEG_SUBSAMPLING)
+    return buffer.getvalue()
+
+
+def encode_picture(pixels: np.ndarray, picture_format: str) -> bytes:
+    """``pixels`` as ``picture_format`` ("png" or "jpeg"; see ``picture_format``)."""
+    if picture_format == "jpeg":
+        return encode_jpeg(pixels)
+    if picture_format == "png":
+        return encode_png(pixels)
+    raise ValueError(f"unknown picture format {picture_format!r}")
+
+
+def input_picture(image: np.ndarray, picture_format: str) -> bytes:
+    """``input_png``'s picture in ``picture_format``: what the model saw, resized but not
+    preprocessed, (h, w, 1 or 3) pixels in [0, 255]; grey stays grey ("L")."""
+    pixels = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    if pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    return encode_picture(pixels, picture_format)

@@ -37,8 +37,14 @@ def confusion_asset() -> str:
     return "assets/confusion.png"
 
 
-def input_asset(image_slug: str) -> str:
-    return f"assets/inputs/{image_slug}.png"
+# Input pictures and Grad-CAM overlays are PNG or JPEG (reportgen.drawing.picture_format); the
+# format is the report's, so the pass that writes them and the pages that link them agree.
+PICTURE_SUFFIXES = {"png": ".png", "jpeg": ".jpg"}
+
+
+def input_asset(image_slug: str, *, picture_format: str) -> str:
+    """What the model saw, in the report's picture format ("png" or "jpeg")."""
+    return f"assets/inputs/{image_slug}{PICTURE_SUFFIXES[picture_format]}"
 
 
 def map_asset(layer_slug: str, image_slug: str) -> str:
@@ -80,10 +86,11 @@ LABEL_ERRORS_PAGE = "labels.html"
 EMBEDDING_PAGE = "embedding.html"
 
 
-def cam_asset(image_slug: str, target: str = "predicted") -> str:
-    """The overlay of one image's Grad-CAM for its predicted (or, for a mistake, true) class."""
-    return f"assets/cam/{image_slug}.png" if target == "predicted" else \
-        f"assets/cam/{image_slug}--true.png"
+def cam_asset(image_slug: str, target: str = "predicted", *, picture_format: str) -> str:
+    """The overlay of one image's Grad-CAM for its predicted (or, for a mistake, true) class,
+    in the report's picture format ("png" or "jpeg")."""
+    stem = f"assets/cam/{image_slug}" if target == "predicted" else f"assets/cam/{image_slug}--true"
+    return stem + PICTURE_SUFFIXES[picture_format]
 
 
 def cam_cell_asset(true_slug: str, predicted_slug: str) -> str:

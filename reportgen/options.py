@@ -36,6 +36,7 @@ class BuildOptions:
     layer_patterns: tuple[str, ...] = ()
     scale: str = "layer"
     colormap: str = "viridis"
+    pictures: str = "auto"  # input pictures and CAM overlays: reportgen.drawing.PICTURE_CHOICES
     images_per_page: int = 24
     max_gallery_images: int | None = None
     max_channels: int = plan.DEFAULT_MAX_CHANNELS

@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from reportgen.drawing import colormap_palette, encode_png
+from reportgen.drawing import colormap_palette, encode_picture, encode_png
 
 CAM_COLORMAP = "turbo"
 HEATMAP_OPACITY = 0.5  # the overlay's share of each pixel; the input keeps the rest
@@ -38,15 +38,16 @@ def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(picture.resize((width, height), Image.Resampling.BILINEAR), np.float32)
 
 
-def overlay_png(image: np.ndarray, cam: np.ndarray) -> bytes:
-    """RGB PNG at the input's size: the input (0-255, 1 or 3 channels) with the heatmap over it."""
+def overlay_picture(image: np.ndarray, cam: np.ndarray, picture_format: str) -> bytes:
+    """An RGB picture ("png" or "jpeg") at the input's size: the input (0-255, 1 or 3 channels)
+    with the heatmap over it."""
     height, width = image.shape[:2]
     pixels = np.asarray(image, np.float32)
     if pixels.shape[-1] == 1:
         pixels = np.repeat(pixels, 3, axis=-1)
     colours = cam_lut()[_levels(upsample(cam, height, width))].astype(np.float32)
     blended = (1 - HEATMAP_OPACITY) * pixels + HEATMAP_OPACITY * colours
-    return encode_png(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
+    return encode_picture(np.clip(blended + 0.5, 0, 255).astype(np.uint8), picture_format)
 
 
 def heatmap_png(cam: np.ndarray) -> bytes:

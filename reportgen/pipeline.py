@@ -73,6 +73,7 @@ class PassPlan:
     target: Path  # the site folder the build replaces
     staging: Path  # where this build's files are written before the swap
     pixel_cache: Path | None  # .npy of every test image's pixels, or None
+    pictures: str  # "png" or "jpeg": input pictures and CAM overlays (drawing.picture_format)
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,8 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
             slugs = [plan.image_slugs[i] for i in batch_indices]
             mistaken = batch_probabilities.argmax(axis=1) != labels
             drawing_threads.submit("draw inputs", [(_draw_inputs, drawing_threads.write,
-                                                    batch.images, slugs, cam, mistaken)],
+                                                    plan.pictures, batch.images, slugs, cam,
+                                                    mistaken)],
                                    max_pending=2)
             if cache is not None:
                 cache[[rows[index] for index in batch.indices]] = batch.images
@@ -295,18 +297,20 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
         unreadable=unreadable, files=files, bytes=size)
 
 
-def _draw_inputs(write: Callable, images: np.ndarray, slugs: list[str], cam,
-                 mistaken: np.ndarray) -> None:
+def _draw_inputs(write: Callable, picture_format: str, images: np.ndarray, slugs: list[str],
+                 cam, mistaken: np.ndarray) -> None:
     from reportgen import overlays
 
     for offset, (image, slug) in enumerate(zip(images, slugs, strict=True)):
-        write(layout.input_asset(slug), drawing.input_png(image))
+        write(layout.input_asset(slug, picture_format=picture_format),
+              drawing.input_picture(image, picture_format))
         if cam is None:
             continue
-        write(layout.cam_asset(slug), overlays.overlay_png(image, cam.predicted_maps[offset]))
+        write(layout.cam_asset(slug, picture_format=picture_format),
+              overlays.overlay_picture(image, cam.predicted_maps[offset], picture_format))
         if mistaken[offset]:
-            write(layout.cam_asset(slug, "true"),
-                  overlays.overlay_png(image, cam.true_maps[offset]))
+            write(layout.cam_asset(slug, "true", picture_format=picture_format),
+                  overlays.overlay_picture(image, cam.true_maps[offset], picture_format))
 
 
 CAM_FIELDS = ("predicted_maps", "true_maps", "features", "channel_means")

@@ -119,7 +119,7 @@ class Views:
         height, width = self.input_size
         return {
             "href": layout.image_page(image.slug),
-            "src": layout.input_asset(image.slug),
+            "src": layout.input_asset(image.slug, picture_format=self.report.pictures),
             "path": image.path,
             "name": posixpath.basename(image.path),
             "width": self.thumb_size[1],
@@ -465,7 +465,7 @@ def image_view(report: Report, views: Views, image: ImageEntry, previous: ImageE
 
     return {
         "path": image.path,
-        "src": layout.input_asset(image.slug),
+        "src": layout.input_asset(image.slug, picture_format=report.pictures),
         "width": width * scale,
         "height": height * scale,
         "true_name": views.class_name(image.true_label),
@@ -506,7 +506,7 @@ def atlas_view(report: Report, layer: LayerEntry, views: Views, page: int) -> di
     channels = []
     for ch in on_page:
         top = [{"href": layout.image_page(image_slug(t.path)),
-                "src": layout.input_asset(image_slug(t.path)),
+                "src": layout.input_asset(image_slug(t.path), picture_format=report.pictures),
                 "title": f"{t.path}: {report.class_names[t.label]}, max {number(t.score)}"}
                for t in ch.top]
         classes = range(len(report.class_names))
@@ -677,6 +677,7 @@ def report_json(report: Report) -> dict:
         },
         "history": report.history.to_json() if report.history else None,
         "drawing": {"scale": report.scale, "colormap": report.colormap,
+                    "pictures": report.pictures,
                     "images_per_page": report.images_per_page,
                     "drawn_images": len(report.drawn_indices),
                     "max_channels": report.max_channels,

@@ -34,7 +34,9 @@ def class_colour(label: int) -> str:
 
 
 def cam_src(report: Report, image: ImageEntry) -> str | None:
-    return layout.cam_asset(image.slug) if report.explanations is not None else None
+    if report.explanations is None:
+        return None
+    return layout.cam_asset(image.slug, picture_format=report.pictures)
 
 
 def legend() -> dict:
@@ -47,11 +49,12 @@ def image_cam_view(report: Report, image: ImageEntry, width: int, height: int) -
     if explanations is None:
         return None
     names = report.class_names
-    overlays_ = [{"src": layout.cam_asset(image.slug),
+    overlays_ = [{"src": layout.cam_asset(image.slug, picture_format=report.pictures),
                   "caption": f"Where it looks for {names[image.predicted_label]} (predicted)",
                   "alt": f"Grad-CAM of {image.path} for {names[image.predicted_label]}"}]
     if not image.correct:
-        overlays_.append({"src": layout.cam_asset(image.slug, "true"),
+        overlays_.append({"src": layout.cam_asset(image.slug, "true",
+                                                  picture_format=report.pictures),
                           "caption": f"Where it looks for {names[image.true_label]} (true)",
                           "alt": f"Grad-CAM of {image.path} for {names[image.true_label]}"})
     quality = float(explanations.label_quality[image.index])
@@ -181,8 +184,9 @@ def label_errors_view(report: Report, views) -> dict:
             "given": names[image.true_label],
             "model": names[image.predicted_label],
             "quality": f"{float(quality[i]):.3f}",
-            "predicted_cam": layout.cam_asset(image.slug),
-            "true_cam": layout.cam_asset(image.slug, "true") if not image.correct else None,
+            "predicted_cam": layout.cam_asset(image.slug, picture_format=report.pictures),
+            "true_cam": (layout.cam_asset(image.slug, "true", picture_format=report.pictures)
+                         if not image.correct else None),
         })
     correct = [i for i in range(len(report.images)) if report.images[i].correct]
     hardest = sorted(correct, key=lambda i: (-float(explanations.entropy[i]),

@@ -120,6 +120,7 @@ class Report:
     max_channels: int | None = None  # the channel plan's cap (None: every channel)
     input_contract: InputContract | None = None  # how test images became the model's input
     explanations: Explanations | None = None  # None with --no-explain
+    pictures: str = "png"  # input pictures and CAM overlays: "png" or "jpeg" (layout names them)
 
     @property
     def drawn(self) -> tuple[ImageEntry, ...]:

@@ -21,11 +21,17 @@ def read_report(site) -> dict:
 def test_every_image_has_its_overlays_and_the_pages_exist(small_site):
     report = read_report(small_site)
     assert report["explanations"]["cam_layer"] == "block3_conv2"
+    # The shapes are 28x28: pictures stay lossless PNG, so the sample site's bytes do not change.
+    assert report["drawing"]["pictures"] == "png"
+    assert not list(small_site.glob("assets/**/*.jpg"))
     for image in report["images"]:
         slug = image["page"].removeprefix("images/").removesuffix(".html")
-        assert (small_site / layout.cam_asset(slug)).read_bytes().startswith(b"\x89PNG")
+        assert (small_site / layout.input_asset(slug, picture_format="png")).read_bytes().startswith(
+            b"\x89PNG")
+        assert (small_site / layout.cam_asset(slug, picture_format="png")).read_bytes().startswith(
+            b"\x89PNG")
         wrong = image["true_label"] != image["predicted_label"]
-        assert (small_site / layout.cam_asset(slug, "true")).exists() == wrong
+        assert (small_site / layout.cam_asset(slug, "true", picture_format="png")).exists() == wrong
         page = (small_site / image["page"]).read_text(encoding="utf-8")
         assert page.count('src="../assets/cam/') == 1 + wrong
     for page in (layout.LABEL_ERRORS_PAGE, layout.EMBEDDING_PAGE):

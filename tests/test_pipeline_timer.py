@@ -34,7 +34,8 @@ def run_passes(model, folder: Path, site: Path, timer) -> tuple[pipeline.FirstPa
             layer_paths=("conv", "pool"), class_count=3, batch_size=BATCH, explain=True,
             cam_layer=None, colormap="viridis", scale="layer", jobs=1, target=writer.target,
             staging=writer.temp, pixel_cache=pipeline.create_pixel_cache(test, contract,
-                                                                         writer.temp))
+                                                                         writer.temp),
+            pictures="png")
         worker = pipeline.Worker(plan, model, timer=timer)
         first = pipeline.first_pass(worker, every_image)
         pipeline.draw_pass(worker, every_image, [pipeline.DrawLayer("conv", (0, 2)),
