@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from reportgen import __version__
-from reportgen.engines import DEFAULT_DASK_WORKERS, ENGINES, check_engine_options
 from reportgen.drawing import JPEG_MIN_SIDE_PX, PICTURE_CHOICES
+from reportgen.engines import DEFAULT_DASK_WORKERS, ENGINES, check_engine_options
 from reportgen.errors import UserError
 from reportgen.explain import EMBEDDING_METHODS
 from reportgen.options import BuildOptions, TrainOptions, default
