@@ -151,15 +151,15 @@ def strip_png(maps: list[np.ndarray], low: float, high: float, palette: bytes) -
 
 # -- input pictures and overlays: JPEG for photo-sized inputs ----------------------------------
 # What the model saw and its Grad-CAM overlays are photos at photo sizes: there JPEG takes a
-# quarter of PNG's bytes and a tenth of its time (benchmarks/results.md, "Input pictures and
+# fraction of PNG's bytes and time (benchmarks/results.md, "Input pictures and Grad-CAM
 # overlays"). Small inputs (drawings, 28x28 digits, 32x32 CIFAR) are shown enlarged with crisp
 # pixels, where JPEG's 8x8 blocks would show and PNG costs a few kB: they stay lossless.
 PICTURE_FORMATS = ("png", "jpeg")  # named by reportgen.layout's asset functions
 PICTURE_CHOICES = ("auto", *PICTURE_FORMATS)  # --pictures
 JPEG_MIN_SIDE_PX = 64  # auto: JPEG when the model input's shorter side is at least this
 JPEG_QUALITY = 90
-# Full-resolution colour: 4:2:0 saves about a quarter of the bytes but doubles the error, and
-# smears per-pixel colour noise and the overlay's colour edges (measured in the same section).
+# Full-resolution colour: 4:2:0 saves some bytes but blurs sharp colour edges, in photos and
+# in the overlay's colours over them (measured in the same section).
 JPEG_SUBSAMPLING = "4:4:4"
 
 
