@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -29,6 +30,10 @@ GAP_RGB = (255, 255, 255)
 # zlib level 1: measured in `nox -s bench` (PNG levels table), the site grows a few
 # percent over level 6 and encoding is several times faster.
 PNG_COMPRESS_LEVEL = 1
+# zlib's run-length strategy (Z_RLE): matches only repeats of the previous byte, which is
+# what runs of equal levels in a feature map are. Measured on MobileNetV2's grids (PNG
+# settings table): half the encoding time of the default strategy at level 1, files no bigger.
+PNG_STRATEGY = zlib.Z_RLE
 SCALES = ("layer", "channel")
 
 
@@ -114,7 +119,8 @@ def encode_png(pixels: np.ndarray, palette: bytes | None = None) -> bytes:
     if palette is not None:
         image.putpalette(palette)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL,
+               compress_type=PNG_STRATEGY)
     return buffer.getvalue()
 
 
