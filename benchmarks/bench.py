@@ -473,14 +473,19 @@ STAGE_LABELS = {
     ("first pass", "draw inputs"): "first pass: draw input pictures and Grad-CAM overlays "
                                    "(input_png, overlay_png)",
     ("first pass", "draw inputs", "write"): "first pass: write them (SiteWriter.write)",
-    ("first pass",): "first pass: the rest (pixel cache, gathering results)",
+    ("first pass", "keep levels"): "first pass: every shown channel's colour levels into the "
+                                   "level cache (scale_levels)",
+    ("first pass",): "first pass: the rest (gathering results)",
     ("merge",): "merge the shards' results (fold, merge_first)",
     ("channel statistics",): "channel statistics, channel plan, atlas strips drawn and written "
                              "(layer_entries)",
-    ("drawing pass", "read the pixel cache"): "drawing pass: pixels from the cache",
-    ("drawing pass", "forward"): "drawing pass: forward pass again, taped (Worker.forward)",
-    ("drawing pass", "draw feature maps"): "drawing pass: draw feature-map grids "
-                                           "(feature_grid_pngs)",
+    ("drawing pass", "read the level cache"): "drawing pass: levels from the cache",
+    ("drawing pass", "read the pixel cache"): "drawing pass: pixels from the cache (levels over "
+                                              "4 GB)",
+    ("drawing pass", "forward"): "drawing pass: forward pass again, taped (Worker.forward), "
+                                 "without the level cache",
+    ("drawing pass", "draw feature maps"): "drawing pass: lay out and encode feature-map grids "
+                                           "(level_grid_pngs)",
     ("drawing pass", "draw feature maps", "write"): "drawing pass: write them (SiteWriter.write)",
     ("drawing pass",): "drawing pass: the rest",
     ("learning curves",): "learning curves, drawn and written (matplotlib SVG)",
