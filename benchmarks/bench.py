@@ -476,14 +476,19 @@ STAGE_LABELS = {
     ("first pass", "draw inputs"): "first pass: draw input pictures and Grad-CAM overlays "
                                    "(input_picture, overlay_picture)",
     ("first pass", "draw inputs", "write"): "first pass: write them (SiteWriter.write)",
-    ("first pass",): "first pass: the rest (pixel cache, gathering results)",
+    ("first pass", "keep levels"): "first pass: every shown channel's colour levels into the "
+                                   "level cache (scale_levels)",
+    ("first pass",): "first pass: the rest (gathering results)",
     ("merge",): "merge the shards' results (fold, merge_first)",
     ("channel statistics",): "channel statistics, channel plan, atlas strips drawn and written "
                              "(layer_entries)",
-    ("drawing pass", "read the pixel cache"): "drawing pass: pixels from the cache",
-    ("drawing pass", "forward"): "drawing pass: forward pass again, taped (Worker.forward)",
-    ("drawing pass", "draw feature maps"): "drawing pass: draw feature-map grids "
-                                           "(feature_grid_pngs)",
+    ("drawing pass", "read the level cache"): "drawing pass: levels from the cache",
+    ("drawing pass", "read the pixel cache"): "drawing pass: pixels from the cache (levels over "
+                                              "4 GB)",
+    ("drawing pass", "forward"): "drawing pass: forward pass again, taped (Worker.forward), "
+                                 "without the level cache",
+    ("drawing pass", "draw feature maps"): "drawing pass: lay out and encode feature-map grids "
+                                           "(level_grid_pngs)",
     ("drawing pass", "draw feature maps", "write"): "drawing pass: write them (SiteWriter.write)",
     ("drawing pass",): "drawing pass: the rest",
     ("learning curves",): "learning curves, drawn and written (matplotlib SVG)",
@@ -523,6 +528,7 @@ def measure_stages(work: Path, data: Path, model_path: Path) -> StageResult:
     from reportgen import build, drawing, layout, pipeline, plan
     from reportgen.activations import ActivationProbe
     from reportgen.curves import learning_curve_svg
+    from reportgen.data import iter_batches
     from reportgen.engines import fold_in_order
     from reportgen.explain import GradCam
     from reportgen.inputs import decide
@@ -551,14 +557,16 @@ def measure_stages(work: Path, data: Path, model_path: Path) -> StageResult:
 
     shutil.rmtree(site_folder, ignore_errors=True)
     with SiteWriter(site_folder) as site:
+        level_cache, pixel_cache = pipeline.create_caches(
+            test, contract, [layer.output_shape for layer in probe.layers], site.temp)
         pass_plan = pipeline.PassPlan(
             model_file=model_path, trust_model=False, contract=contract, test=test,
             true_labels=tuple(true_labels.tolist()), image_slugs=tuple(image_slugs),
             layer_paths=tuple(layer.path for layer in probe.layers),
             class_count=len(class_names), batch_size=batch_size, explain=True,
             cam_layer=grad_cam.layer.path, colormap=options.colormap, scale=options.scale,
-            jobs=1, target=site.target, staging=site.temp,
-            pixel_cache=pipeline.create_pixel_cache(test, contract, site.temp),
+            jobs=1, target=site.target, staging=site.temp, level_cache=level_cache,
+            pixel_cache=pixel_cache,
             pictures=drawing.picture_format(options.pictures, spec.height, spec.width))
         worker = pipeline.Worker(pass_plan, model, grad_cam=grad_cam, probe=probe,
                                  timer=clock.time)
@@ -582,9 +590,10 @@ def measure_stages(work: Path, data: Path, model_path: Path) -> StageResult:
         for shard in pipeline.shards(all_images, batch_size):
             written = clock.time("drawing pass", pipeline.draw_pass, worker, shard, draw_layers)
             site.count(written.files, written.bytes)
-        pixels = np.concatenate([np.load(path) for path  # shards in order: every image
-                                 in sorted(pass_plan.pixel_cache.glob("*-pixels.npy"))])
-        shutil.rmtree(pass_plan.pixel_cache)  # not part of the site
+        for cache in (level_cache, pixel_cache):  # not part of the site
+            if cache is not None:
+                shutil.rmtree(cache)
+        pixels = np.concatenate([batch.images for batch in iter_batches(test, spec, batch_size)])
         forward_seconds, plain_forward_seconds = (
             best_seconds(lambda w=w: [w.forward(pixels[s], true_labels[s])
                                       for s in batches(len(pixels), batch_size)])
@@ -658,6 +667,8 @@ def measure_png(maps: list[np.ndarray], palette: bytes) -> list[PngSetting]:
     rgb_images = [Image.fromarray(colours[grid]) for grid in levels]
     settings = [(f"palette, level {level}", palette_images, {"compress_level": level})
                 for level in PNG_LEVELS]
+    settings += [(f"palette, level {level}, run-length strategy", palette_images,
+                  {"compress_level": level, "compress_type": zlib.Z_RLE}) for level in (1, 6)]
     settings += [("palette, optimize=True", palette_images, {"optimize": True})]
     settings += [(f"RGB (colours looked up), level {level}", rgb_images, {"compress_level": level})
                  for level in (1, 6)]
@@ -837,8 +848,9 @@ def png_section(settings: list[PngSetting], n_images: int) -> list[str]:
     reference = next(s for s in settings if s.label == "palette, level 6")
     lines = ["## 4. PNG settings for the feature-map grids", "",
              f"Encoding only (the grids are laid out beforehand), every layer of {n_images} images. "
-             f"reportgen writes palette PNGs at level {drawing.PNG_COMPRESS_LEVEL} "
-             "(`drawing.PNG_COMPRESS_LEVEL`); the RGB rows are the same pictures with the colours "
+             f"reportgen writes palette PNGs at level {drawing.PNG_COMPRESS_LEVEL} with zlib's "
+             "run-length strategy (`drawing.PNG_COMPRESS_LEVEL`, `PNG_STRATEGY`); the RGB rows "
+             "are the same pictures with the colours "
              "looked up before encoding, as the issue's recipe does.", ""]
     lines += table(["setting", "ms per grid", "MB in all", "size vs palette 6", "time vs palette 6"],
                    [[s.label, f"{s.ms_per_grid:.3f}", f"{s.total_bytes / MB:.2f}",

@@ -296,6 +296,8 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
 
     with SiteWriter(options.out, protected=[dataset.root]) as site, ExitStack() as passes:
         pass_started = time.perf_counter()
+        level_cache, pixel_cache = pipeline.create_caches(
+            test, contract, [layer.output_shape for layer in probe.layers], site.temp)
         pass_plan = pipeline.PassPlan(
             model_file=_model_file(options), trust_model=options.trust_model, contract=contract,
             test=_absolute(test), true_labels=tuple(true_labels.tolist()), image_slugs=tuple(image_slugs),
@@ -304,14 +306,15 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
             explain=grad_cam is not None,
             cam_layer=grad_cam.layer.path if grad_cam is not None else None,
             colormap=options.colormap, scale=options.scale, jobs=options.jobs,
-            target=site.target, staging=site.temp,
-            pixel_cache=pipeline.create_pixel_cache(test, contract, site.temp),
+            target=site.target, staging=site.temp, level_cache=level_cache,
+            pixel_cache=pixel_cache,
             pictures=drawing.picture_format(options.pictures, spec.height, spec.width))
         engine = passes.enter_context(
             _engine(options, pass_plan, model, grad_cam, probe, dataset.root))
         first = engine.map_reduce(pipeline.first_pass,
                                   pipeline.shards(range(len(test.images)), memory.batch_size),
-                                  pipeline.merge_first, label="Reading test images")
+                                  pipeline.merge_first, label="Reading test images",
+                                  ahead=pipeline.decode_ahead)
         site.count(first.files, first.bytes)
         # Decoded once, in the pass: failures are known only now.
         dataset = _drop_unreadable(options, dataset, first.unreadable, echo)
@@ -338,8 +341,9 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
         stage_seconds["drawing"] = time.perf_counter() - drawing_started
 
         render_started = time.perf_counter()
-        if pass_plan.pixel_cache is not None:
-            shutil.rmtree(pass_plan.pixel_cache)  # not part of the site
+        for cache in (pass_plan.level_cache, pass_plan.pixel_cache):
+            if cache is not None:
+                shutil.rmtree(cache)  # not part of the site
         if history is not None:
             from reportgen.curves import learning_curve_svg
 

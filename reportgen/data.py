@@ -506,9 +506,10 @@ def resize_pixels(values: np.ndarray, height: int, width: int, method: str = "st
     columns = _axis_samples(source_width, width, *_canvas(source_width, source_height, width,
                                                           height, method))
     (row_index, row_inside, row_lerp), (column_index, column_inside, column_lerp) = rows, columns
-    gathered = to_float(values[row_index][:, column_index])
-    # Pad mode: samples that fall outside the image read the fill value, black.
-    gathered = gathered * (row_inside[:, None, None] & column_inside[None, :, None])
+    gathered = to_float(np.take(np.take(values, row_index, axis=0), column_index, axis=1))
+    if not (row_inside.all() and column_inside.all()):
+        # Pad mode: samples that fall outside the image read the fill value, black.
+        gathered = gathered * (row_inside[:, None, None] & column_inside[None, :, None])
     top, bottom = gathered[:height], gathered[height:]
     column_lerp = column_lerp[None, :, None]
     top = top[:, :width] + (top[:, width:] - top[:, :width]) * column_lerp
@@ -532,11 +533,13 @@ def _canvas(size: int, other_size: int, target: int, other_target: int,
     return 0, size
 
 
+@functools.lru_cache(maxsize=64)  # a test set's photos mostly share a few sizes
 def _axis_samples(size: int, target: int, start: int, length: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices (lower then upper, 2 x target), which are inside the image, and lerps.
 
     tf.image.resize's compute_interpolation_weights with half-pixel centres, in float32.
+    Read-only arrays: they are shared by every image of the same size.
     """
     scale = np.float32(length) / np.float32(target)
     centres = (np.arange(target, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
@@ -545,7 +548,10 @@ def _axis_samples(size: int, target: int, start: int, length: int
     upper = np.minimum(np.ceil(centres), length - 1).astype(np.int64)
     canvas = np.concatenate([lower, upper]) + start
     inside = (canvas >= 0) & (canvas < size)
-    return np.clip(canvas, 0, size - 1), inside, (centres - floor).astype(np.float32)
+    samples = np.clip(canvas, 0, size - 1), inside, (centres - floor).astype(np.float32)
+    for array in samples:
+        array.flags.writeable = False
+    return samples
 
 
 @functools.cache

@@ -81,6 +81,8 @@ class LocalEngine:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        if self._worker is not None and hasattr(self._worker, "close"):
+            self._worker.close()
         self._worker = None
 
     @property
@@ -90,12 +92,16 @@ class LocalEngine:
         return self._worker
 
     def map_reduce(self, task: Callable, shards: Sequence, merge: Callable, *, label: str,
-                   count: Callable[[Any], int] = shard_images):
+                   count: Callable[[Any], int] = shard_images, ahead: Callable | None = None):
+        """``ahead(worker, shard)``, if given, is told the next shard before a task runs, so
+        the worker can start reading its images while this one computes."""
         shards = sorted(shards, key=lambda shard: shard.number)
         with _progressbar(sum(count(shard) for shard in shards), label) as bar:
 
             def results():
-                for shard in shards:
+                for position, shard in enumerate(shards):
+                    if ahead is not None and position + 1 < len(shards):
+                        ahead(self.worker, shards[position + 1])
                     result = task(self.worker, shard)
                     bar.update(count(shard))
                     yield result
@@ -224,7 +230,8 @@ class DaskEngine:
     # -- the work ---------------------------------------------------------------------------
 
     def map_reduce(self, task: Callable, shards: Sequence, merge: Callable, *, label: str,
-                   count: Callable[[Any], int] = shard_images):
+                   count: Callable[[Any], int] = shard_images, ahead: Callable | None = None):
+        """``ahead`` is not used: a Dask worker's next shard is not known in advance."""
         from reportgen.dask_worker import run_task
 
         shards = sorted(shards, key=lambda shard: shard.number)

@@ -5,13 +5,19 @@ this process, or the workers of a Dask cluster), then assembles the report and r
 
 1. ``first_pass`` over shards of every test image: one taped forward pass per batch
    gives the probabilities, every shown layer's maps (folded into mergeable channel
-   statistics) and Grad-CAM; input pictures and CAM overlays are written on the way,
-   and the decoded pixels are kept in cache files (one per shard) so no image is decoded twice.
+   statistics) and Grad-CAM; input pictures and CAM overlays are written on the way, and
+   every shown layer's maps are kept, as the colour levels they will be drawn in (one byte
+   a value, every channel), in cache files in the staging folder (one per shard).
 2. ``merge_first`` folds shard results into one, in a fixed tree over shard numbers
    (``reportgen.engines.fold_in_order``), so the sums come out bit for bit the same
    whichever worker finished first.
 3. ``draw_pass`` over shards of the images that get feature maps (the channel and site plans
-   need the whole first pass): a forward pass from the cached pixels, grids drawn and written.
+   need the whole first pass): the planned channels' levels read from the cache, laid out in
+   grids, written. No second forward pass, and no image decoded twice.
+
+When the levels of every test image would take more than ``LEVEL_CACHE_MAX_BYTES`` of disk,
+the first pass keeps the decoded pixels instead (``PIXEL_CACHE_MAX_BYTES``) and the drawing
+pass runs the network again on them; beyond that too, it decodes its images again.
 
 Shards are whole batches at fixed positions, and a batch's images are always the same, so
 every image's numbers are computed from the same batch on any engine.
@@ -20,6 +26,7 @@ every image's numbers are computed from the same batch on any engine.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +43,8 @@ from reportgen.site import SiteWriter
 SHARD_BATCHES = 1  # batches per shard: a Dask task's unit of work, and of retry
 PIXEL_CACHE_NAME = ".reportgen-pixels"  # a folder in the staging folder; removed before the swap
 PIXEL_CACHE_MAX_BYTES = 4_000_000_000  # beyond this the drawing pass decodes its images again
+LEVEL_CACHE_NAME = ".reportgen-levels"  # the same, for the shown layers' colour levels
+LEVEL_CACHE_MAX_BYTES = 4_000_000_000  # beyond this the drawing pass runs the network again
 
 
 @dataclass(frozen=True)
@@ -72,8 +81,9 @@ class PassPlan:
     jobs: int  # drawing threads per worker
     target: Path  # the site folder the build replaces
     staging: Path  # where this build's files are written before the swap
-    pixel_cache: Path | None  # .npy of every test image's pixels, or None
     pictures: str  # "png" or "jpeg": input pictures and CAM overlays (drawing.picture_format)
+    pixel_cache: Path | None  # .npy files of every test image's pixels, or None
+    level_cache: Path | None = None  # .npy files of every image's shown maps as levels, or None
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ class Worker:
 
         self.plan = plan
         self.timer = timer
-        self.cache_rows: dict[int, tuple[str, int]] | None = None  # read once, by draw_pass
+        self.cache_rows: dict[Path, dict[int, tuple[str, int]]] = {}  # read once, by draw_pass
         self.palette = drawing.colormap_palette(plan.colormap)
         self.grad_cam = self.probe = None
         if plan.explain:
@@ -114,6 +124,36 @@ class Worker:
             self.probe = probe or ActivationProbe(
                 model, select=lambda layers: [layer.path for layer in layers
                                               if layer.path in chosen])
+        # Where each shown layer's levels lie in a row of the level cache: (start, shape).
+        self.level_slices = []
+        start = 0
+        for layer in (self.grad_cam or self.probe).layers:
+            self.level_slices.append((start, tuple(layer.output_shape)))
+            start += math.prod(layer.output_shape)
+        self.level_row_size = start
+        self._decoder: ThreadPoolExecutor | None = None  # reads the next shard's images
+        self._decoding: dict[tuple[int, ...], Future] = {}
+
+    def decode_ahead(self, shard: Shard) -> None:
+        """Start decoding ``shard``'s images in a thread of their own, for the first pass that
+        takes the shard next: Pillow and NumPy let go of the GIL, so the decoding overlaps
+        this shard's forward pass. One shard ahead, so one more batch of pixels in memory."""
+        if self._decoder is None:
+            self._decoder = ThreadPoolExecutor(max_workers=1,
+                                               thread_name_prefix="reportgen-decode")
+        self._decoding[shard.indices] = self._decoder.submit(
+            lambda: list(_decoded(self.plan, shard.indices)))
+
+    def batches(self, indices: Sequence[int]) -> Iterator[Batch]:
+        """The images at ``indices`` in batches: decoded ahead if they were, else now."""
+        future = self._decoding.pop(tuple(indices), None)
+        return _decoded(self.plan, indices) if future is None else iter_result(future)
+
+    def close(self) -> None:
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=True, cancel_futures=True)
+            self._decoder = None
+        self._decoding.clear()
 
     def forward(self, images: np.ndarray, true_labels: np.ndarray):
         """(probabilities, maps of the shown layers, CamBatch or None) for 0-255 pixels."""
@@ -122,6 +162,16 @@ class Worker:
             return self.grad_cam.forward(inputs, true_labels)
         probabilities, maps = self.probe(inputs)
         return probabilities, maps, None
+
+
+def iter_result(future: Future) -> Iterator:
+    """The items of a future's list, waiting for it at the first ``next``."""
+    yield from future.result()
+
+
+def decode_ahead(worker: Worker, shard: Shard) -> None:
+    """The local engine's ``ahead`` for the first pass (``Worker.decode_ahead``)."""
+    worker.decode_ahead(shard)
 
 
 def open_worker(plan: PassPlan) -> Worker:
@@ -170,9 +220,23 @@ class _Drawing:
 
 # -- pixels: decoded once -----------------------------------------------------------------------
 
+def create_caches(plan_test: Split, contract: InputContract,
+                  layer_shapes: Sequence[tuple[int, int, int]],
+                  staging: Path) -> tuple[Path | None, Path | None]:
+    """(level cache, pixel cache): the folder where the first pass keeps every test image's
+    levels (a file per shard, written by whichever worker ran it) when they fit in
+    LEVEL_CACHE_MAX_BYTES, else the one for its pixels when they fit; None for neither."""
+    n_images = len(plan_test.images)
+    if n_images * sum(math.prod(shape) for shape in layer_shapes) <= LEVEL_CACHE_MAX_BYTES:
+        path = staging / LEVEL_CACHE_NAME
+        path.mkdir()
+        return path, None
+    return None, create_pixel_cache(plan_test, contract, staging)
+
+
 def create_pixel_cache(plan_test: Split, contract: InputContract, staging: Path) -> Path | None:
-    """The folder where the first pass keeps every test image's pixels (a file per shard,
-    written by whichever worker ran it), or None when they would take too much disk."""
+    """The folder where the first pass keeps every test image's pixels, or None when they
+    would take more than PIXEL_CACHE_MAX_BYTES of disk."""
     spec = contract.spec
     if len(plan_test.images) * spec.height * spec.width * spec.channels * 4 > PIXEL_CACHE_MAX_BYTES:
         return None
@@ -181,25 +245,42 @@ def create_pixel_cache(plan_test: Split, contract: InputContract, staging: Path)
     return path
 
 
-def _shard_cache(plan: PassPlan, shard: Shard) -> np.ndarray:
-    """A new cache file for the pixels of the shard's images, in shard order; shards of one
-    pass never share an image, so their first index names their files."""
-    spec = plan.contract.spec
-    stem = plan.pixel_cache / f"{shard.indices[0]:09d}"
+def _shard_cache(folder: Path, shard: Shard, row_shape: tuple[int, ...],
+                 dtype: type) -> np.ndarray:
+    """A new cache file in ``folder`` with a row per image of the shard, in shard order;
+    shards of one pass never share an image, so their first index names their files."""
+    stem = folder / f"{shard.indices[0]:09d}"
     np.save(f"{stem}-indices.npy", np.asarray(shard.indices, dtype=np.int64))
-    return np.lib.format.open_memmap(f"{stem}-pixels.npy", mode="w+", dtype=np.float32,
-                                     shape=(len(shard.indices), spec.height, spec.width,
-                                            spec.channels))
+    return np.lib.format.open_memmap(f"{stem}-rows.npy", mode="w+", dtype=dtype,
+                                     shape=(len(shard.indices), *row_shape))
 
 
 def _cache_rows(folder: Path) -> dict[int, tuple[str, int]]:
-    """Every cached image's (pixels file, row), from the files the first pass left."""
+    """Every cached image's (rows file, row), from the files the first pass left."""
     rows = {}
     for index_file in sorted(folder.glob("*-indices.npy")):
-        pixels = str(index_file).removesuffix("-indices.npy") + "-pixels.npy"
-        rows.update((int(index), (pixels, row))
+        rows_file = str(index_file).removesuffix("-indices.npy") + "-rows.npy"
+        rows.update((int(index), (rows_file, row))
                     for row, index in enumerate(np.load(index_file)))
     return rows
+
+
+def _cached_rows(worker: Worker, folder: Path,
+                 indices: Sequence[int]) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """(indices, their rows stacked) from a cache the first pass wrote, a batch at a time."""
+    if folder not in worker.cache_rows:  # once per worker: the first pass is over by now
+        worker.cache_rows[folder] = _cache_rows(folder)
+    where = worker.cache_rows[folder]
+    files: dict[str, np.ndarray] = {}
+    for start in range(0, len(indices), worker.plan.batch_size):
+        chunk = tuple(indices[start:start + worker.plan.batch_size])
+        rows = []
+        for index in chunk:
+            path, row = where[index]
+            if path not in files:
+                files[path] = np.load(path, mmap_mode="r")
+            rows.append(files[path][row])
+        yield chunk, np.stack(rows)
 
 
 def _decoded(plan: PassPlan, indices: Sequence[int]) -> Iterator[Batch]:
@@ -217,19 +298,8 @@ def _timed(timer: Callable, stage: str, batches: Iterator[Batch]) -> Iterator[Ba
 
 def _cached(worker: Worker, indices: Sequence[int]) -> Iterator[Batch]:
     """The same batches from the pixel cache the first pass wrote."""
-    plan = worker.plan
-    if worker.cache_rows is None:  # once per worker: the first pass is over by now
-        worker.cache_rows = _cache_rows(plan.pixel_cache)
-    files: dict[str, np.ndarray] = {}
-    for start in range(0, len(indices), plan.batch_size):
-        chunk = tuple(indices[start:start + plan.batch_size])
-        images = []
-        for index in chunk:
-            path, row = worker.cache_rows[index]
-            if path not in files:
-                files[path] = np.load(path, mmap_mode="r")
-            images.append(files[path][row])
-        yield Batch(np.stack(images), tuple(plan.test.images[i] for i in chunk), chunk)
+    for chunk, images in _cached_rows(worker, worker.plan.pixel_cache, indices):
+        yield Batch(images, tuple(worker.plan.test.images[i] for i in chunk), chunk)
 
 
 # -- pass 1 -------------------------------------------------------------------------------------
@@ -255,12 +325,18 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
     drawing_threads = _Drawing(plan, timer)
     accumulators = [LayerStatsAccumulator(layer.output_shape[2], plan.class_count)
                     for layer in (worker.grad_cam or worker.probe).layers]
-    cache = _shard_cache(plan, shard) if plan.pixel_cache and shard.indices else None
+    spec = plan.contract.spec
+    cache = levels = None
+    if plan.pixel_cache and shard.indices:
+        cache = _shard_cache(plan.pixel_cache, shard, (spec.height, spec.width, spec.channels),
+                             np.float32)
+    if plan.level_cache and shard.indices:
+        levels = _shard_cache(plan.level_cache, shard, (worker.level_row_size,), np.uint8)
     rows = {index: row for row, index in enumerate(shard.indices)}
     true_labels = np.asarray(plan.true_labels, dtype=np.int64)
     indices, probabilities, cams, unreadable = [], [], [], []
     try:
-        for batch in _timed(timer, "decode", _decoded(plan, shard.indices)):
+        for batch in _timed(timer, "decode", worker.batches(shard.indices)):
             unreadable.extend(batch.unreadable)
             if not batch.records:
                 continue
@@ -272,6 +348,10 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
                 timer("statistics", accumulator.update, layer_maps, labels, paths)
             slugs = [plan.image_slugs[i] for i in batch_indices]
             mistaken = batch_probabilities.argmax(axis=1) != labels
+            if levels is not None:  # waits for the last batch's: one batch of maps in tasks
+                drawing_threads.submit("keep levels", [(
+                    _keep_levels, levels, [rows[i] for i in batch.indices], maps,
+                    worker.level_slices, plan.scale)], max_pending=1)
             drawing_threads.submit("draw inputs", [(_draw_inputs, drawing_threads.write,
                                                     plan.pictures, batch.images, slugs, cam,
                                                     mistaken)],
@@ -284,9 +364,10 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
                 cams.append(cam)
         files, size = drawing_threads.finish()
     finally:
-        if cache is not None:
-            cache.flush()
-            del cache
+        for kept in (cache, levels):
+            if kept is not None:
+                kept.flush()
+        del cache, levels
     n_classes = plan.class_count
     return FirstPassResult(
         indices=np.concatenate(indices) if indices else np.zeros(0, np.int64),
@@ -295,6 +376,17 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
         accumulators=accumulators,
         cam=_stack_cams(cams) if plan.explain else None,
         unreadable=unreadable, files=files, bytes=size)
+
+
+def _keep_levels(cache: np.ndarray, rows: list[int], maps: Sequence[np.ndarray],
+                 slices: Sequence[tuple[int, tuple[int, int, int]]], scale: str) -> None:
+    """Every channel of each layer's maps as the levels a grid draws, into the cache's rows.
+
+    An image at a time, so the float temporaries are one image's, not a batch's."""
+    for layer_maps, (start, shape) in zip(maps, slices, strict=True):
+        stop = start + math.prod(shape)
+        for row, image_maps in zip(rows, layer_maps, strict=True):
+            cache[row, start:stop] = drawing.scale_levels(image_maps[np.newaxis], scale).reshape(-1)
 
 
 def _draw_inputs(write: Callable, picture_format: str, images: np.ndarray, slugs: list[str],
@@ -352,6 +444,18 @@ def draw_pass(worker: Worker, shard: Shard, layers: Sequence[DrawLayer]) -> Writ
     """Feature-map grids of one shard's images, every shown layer."""
     plan, timer = worker.plan, worker.timer
     drawing_threads = _Drawing(plan, timer)
+    if plan.level_cache is not None:
+        rows = _cached_rows(worker, plan.level_cache, shard.indices)
+        while (batch := timer("read the level cache", next, rows, None)) is not None:
+            chunk, levels = batch
+            slugs = [plan.image_slugs[i] for i in chunk]
+            drawing_threads.submit("draw feature maps", [
+                (_draw_levels, drawing_threads.write, worker.palette,
+                 levels[:, start:start + math.prod(shape)].reshape(len(chunk), *shape),
+                 slugs, layer)
+                for layer, (start, shape) in zip(layers, worker.level_slices, strict=True)],
+                max_pending=len(layers))
+        return Written(*drawing_threads.finish())
     true_labels = np.asarray(plan.true_labels, dtype=np.int64)
     batches = (_timed(timer, "read the pixel cache", _cached(worker, shard.indices))
                if plan.pixel_cache else _timed(timer, "decode", _decoded(plan, shard.indices)))
@@ -371,11 +475,22 @@ def draw_pass(worker: Worker, shard: Shard, layers: Sequence[DrawLayer]) -> Writ
 
 def _draw_layer(write: Callable, palette: bytes, scale: str, maps: np.ndarray,
                 image_slugs: list[str], layer: DrawLayer) -> None:
-    pictures = drawing.feature_grid_pngs(maps, palette, scale, layer.channels)
+    _write_grids(write, drawing.feature_grid_pngs(maps, palette, scale, layer.channels),
+                 image_slugs, layer)
+
+
+def _draw_levels(write: Callable, palette: bytes, levels: np.ndarray,
+                 image_slugs: list[str], layer: DrawLayer) -> None:
+    _write_grids(write, drawing.level_grid_pngs(levels, palette, layer.channels),
+                 image_slugs, layer)
+
+
+def _write_grids(write: Callable, pictures: list[bytes], image_slugs: list[str],
+                 layer: DrawLayer) -> None:
     for image_slug, picture in zip(image_slugs, pictures, strict=True):
         write(layout.map_asset(layer.slug, image_slug), picture)
 
 
 __all__ = ["DrawLayer", "FirstPassResult", "PassPlan", "Shard", "Worker", "Written",
-           "add_written", "create_pixel_cache", "draw_pass", "first_pass",
+           "add_written", "create_caches", "decode_ahead", "create_pixel_cache", "draw_pass", "first_pass",
            "merge_first", "open_worker", "shards", "untimed"]

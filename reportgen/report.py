@@ -6,6 +6,7 @@ rounding. Templates only loop over it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -23,6 +24,7 @@ from reportgen.stats import LayerStats
 SCHEMA_VERSION = 1
 
 
+@functools.lru_cache(maxsize=1 << 16)  # pages name the same images many times (the atlas)
 def slugify(name: str, *, hash_length: int = 12) -> str:
     """A file-name-safe slug: readable ASCII part plus a short hash of the exact name.
 

@@ -1,5 +1,5 @@
 """The build's stages: shards of whole batches, the fixed merge tree (engines.fold_in_order),
-the pixel cache."""
+the level and pixel caches."""
 
 from __future__ import annotations
 
@@ -53,16 +53,33 @@ def test_shards_are_whole_batches_in_order():
 
 
 @pytest.mark.slow
-def test_the_pixel_cache_changes_no_byte_of_the_site(small_build, tmp_path, monkeypatch):
-    """Drawing from the cache the first pass wrote gives what decoding the files again gives."""
+def test_the_caches_change_no_byte_of_the_site(small_build, tmp_path, monkeypatch):
+    """Drawing from the levels the first pass kept, from its pixels (the network run again) or
+    from the files decoded again gives the same site, for a few of the images."""
     from reportgen.build import build
 
     options = dataclasses.replace(small_build.options, model_path=small_build.model,
                                   max_gallery_images=5)
-    build(dataclasses.replace(options, out=tmp_path / "cached"), echo=lambda line: None)
-    monkeypatch.setattr(pipeline, "PIXEL_CACHE_MAX_BYTES", 0)
-    build(dataclasses.replace(options, out=tmp_path / "decoded"), echo=lambda line: None)
-    cached, decoded = browser.read_tree(tmp_path / "cached"), browser.read_tree(tmp_path / "decoded")
-    assert not any(pipeline.PIXEL_CACHE_NAME in path for path in cached)
-    assert sum(path.startswith("assets/maps/") for path in cached) > 0
-    assert cached == decoded
+    made = []  # (level cache?, pixel cache?) of each build
+    real_create = pipeline.create_caches
+
+    def create_caches(*args):
+        caches = real_create(*args)
+        made.append(tuple(cache is not None for cache in caches))
+        return caches
+
+    monkeypatch.setattr(pipeline, "create_caches", create_caches)
+    sites = {}
+    for name, level_bytes, pixel_bytes in (("levels", None, None), ("pixels", 0, None),
+                                           ("decoded", 0, 0)):
+        if level_bytes is not None:
+            monkeypatch.setattr(pipeline, "LEVEL_CACHE_MAX_BYTES", level_bytes)
+        if pixel_bytes is not None:
+            monkeypatch.setattr(pipeline, "PIXEL_CACHE_MAX_BYTES", pixel_bytes)
+        build(dataclasses.replace(options, out=tmp_path / name), echo=lambda line: None)
+        sites[name] = browser.read_tree(tmp_path / name)
+    assert made == [(True, False), (False, True), (False, False)]
+    assert not any(cache in path for path in sites["levels"]
+                   for cache in (pipeline.LEVEL_CACHE_NAME, pipeline.PIXEL_CACHE_NAME))
+    assert sum(path.startswith("assets/maps/") for path in sites["levels"]) > 0
+    assert sites["levels"] == sites["pixels"] == sites["decoded"]

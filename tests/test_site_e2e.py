@@ -317,14 +317,14 @@ def _fail_rendering_after(count: int, monkeypatch) -> None:
 def _fail_drawing_after(count: int, monkeypatch) -> None:
     import reportgen.drawing
 
-    real, calls = reportgen.drawing.feature_grid_pngs, itertools.count()
+    real, calls = reportgen.drawing.level_grid_pngs, itertools.count()
 
     def failing(*args, **kwargs):
         if next(calls) >= count:
             raise RuntimeError("drawing failed on purpose")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(reportgen.drawing, "feature_grid_pngs", failing)
+    monkeypatch.setattr(reportgen.drawing, "level_grid_pngs", failing)
 
 
 @pytest.mark.slow
