@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from reportgen.errors import UserError
 
@@ -372,8 +373,11 @@ def _principal_axes(x: np.ndarray, k: int) -> tuple[np.ndarray, list[float]]:
         # The eigenvectors of the smaller Gram matrix: for 5,000 images of 1,280 features a
         # matrix product and a 1,280-square eigh, several times faster than the thin SVD.
         wide = len(centred) <= centred.shape[1]
-        gram = centred @ centred.T if wide else centred.T @ centred
-        variances, vectors = np.linalg.eigh(gram)  # ascending
+        # One BLAS thread: OpenBLAS's spinning threads beside TensorFlow's and the drawing's
+        # made this 0.2 s step take 2-12 s on a busy 2-core machine (benchmarks/results.md).
+        with threadpool_limits(limits=1, user_api="blas"):
+            gram = centred @ centred.T if wide else centred.T @ centred
+            variances, vectors = np.linalg.eigh(gram)  # ascending
         variances, vectors = np.maximum(variances[::-1], 0.0), vectors[:, ::-1]
         total = float(variances.sum())
         for axis in range(min(k, len(variances))):
