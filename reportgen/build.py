@@ -313,8 +313,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
             _engine(options, pass_plan, model, grad_cam, probe, dataset.root))
         first = engine.map_reduce(pipeline.first_pass,
                                   pipeline.shards(range(len(test.images)), memory.batch_size),
-                                  pipeline.merge_first, label="Reading test images",
-                                  ahead=pipeline.decode_ahead)
+                                  pipeline.merge_first, label="Reading test images")
         site.count(first.files, first.bytes)
         # Decoded once, in the pass: failures are known only now.
         dataset = _drop_unreadable(options, dataset, first.unreadable, echo)

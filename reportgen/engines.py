@@ -20,7 +20,9 @@ import os
 import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +31,7 @@ import click
 from reportgen.errors import UserError
 
 ENGINES = ("local", "dask")
+LOCAL_SHARDS_AT_ONCE = 2  # measured: benchmarks/results.md, big models
 DEFAULT_DASK_WORKERS = 2
 CONNECT_TIMEOUT_S = 10  # an unreachable scheduler is reported after this long
 WORKERLESS_GRACE_S = 30  # a cluster may go this long without workers (restarts) before we give up
@@ -71,7 +74,10 @@ def _progressbar(length: int, label: str):
 
 
 class LocalEngine:
-    """Every shard in this process, in shard order: today's build."""
+    """Every shard in this process, two at a time in threads, merged in shard order.
+
+    An error or Ctrl-C in one shard is raised once the other running shard has finished
+    (at most a batch), so nothing writes into the staging folder after the build lets go."""
 
     def __init__(self, plan, open_worker: Callable[[Any], Any]):
         self.plan, self._open_worker = plan, open_worker
@@ -81,8 +87,6 @@ class LocalEngine:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._worker is not None and hasattr(self._worker, "close"):
-            self._worker.close()
         self._worker = None
 
     @property
@@ -92,19 +96,29 @@ class LocalEngine:
         return self._worker
 
     def map_reduce(self, task: Callable, shards: Sequence, merge: Callable, *, label: str,
-                   count: Callable[[Any], int] = shard_images, ahead: Callable | None = None):
-        """``ahead(worker, shard)``, if given, is told the next shard before a task runs, so
-        the worker can start reading its images while this one computes."""
+                   count: Callable[[Any], int] = shard_images):
+        """Two shards at a time, in threads: while one waits for its pictures to be encoded
+        and written, the next is read and computed (the worker lets one batch at a time into
+        the network). Results are folded in shard order as they come."""
         shards = sorted(shards, key=lambda shard: shard.number)
-        with _progressbar(sum(count(shard) for shard in shards), label) as bar:
+        worker = self.worker
+        with _progressbar(sum(count(shard) for shard in shards), label) as bar, \
+                ThreadPoolExecutor(max_workers=LOCAL_SHARDS_AT_ONCE,
+                                   thread_name_prefix="reportgen-shard") as pool:
 
             def results():
-                for position, shard in enumerate(shards):
-                    if ahead is not None and position + 1 < len(shards):
-                        ahead(self.worker, shards[position + 1])
-                    result = task(self.worker, shard)
-                    bar.update(count(shard))
-                    yield result
+                running: deque = deque()
+                for shard in shards:
+                    running.append((shard, pool.submit(task, worker, shard)))
+                    if len(running) == LOCAL_SHARDS_AT_ONCE:
+                        yield finished(*running.popleft())
+                while running:
+                    yield finished(*running.popleft())
+
+            def finished(shard, future: Future):
+                result = future.result()
+                bar.update(count(shard))
+                return result
 
             return fold_in_order(results(), merge)
 
@@ -230,8 +244,7 @@ class DaskEngine:
     # -- the work ---------------------------------------------------------------------------
 
     def map_reduce(self, task: Callable, shards: Sequence, merge: Callable, *, label: str,
-                   count: Callable[[Any], int] = shard_images, ahead: Callable | None = None):
-        """``ahead`` is not used: a Dask worker's next shard is not known in advance."""
+                   count: Callable[[Any], int] = shard_images):
         from reportgen.dask_worker import run_task
 
         shards = sorted(shards, key=lambda shard: shard.number)

@@ -143,10 +143,12 @@ class GradCam:
         # One trace for every batch size (the last batch is usually smaller).
         image_spec = tf.TensorSpec((None, *image_input.shape[1:]), image_input.dtype)
         labels_spec = tf.TensorSpec((None,), tf.int32)
-        self._step = tf.function(self._maps, input_signature=[image_spec, labels_spec,
-                                                               labels_spec])
-        self._forward_step = tf.function(self._forward, input_signature=[image_spec,
-                                                                         labels_spec])
+        # No AutoGraph: the steps have no control flow on tensors, and converting their
+        # source costs a second of the trace (benchmarks/results.md, big models).
+        self._step = tf.function(self._maps, autograph=False,
+                                 input_signature=[image_spec, labels_spec, labels_spec])
+        self._forward_step = tf.function(self._forward, autograph=False,
+                                         input_signature=[image_spec, labels_spec])
 
     def _maps(self, images, predicted, true):
         import tensorflow as tf

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -131,47 +132,19 @@ class Worker:
             self.level_slices.append((start, tuple(layer.output_shape)))
             start += math.prod(layer.output_shape)
         self.level_row_size = start
-        self._decoder: ThreadPoolExecutor | None = None  # reads the next shard's images
-        self._decoding: dict[tuple[int, ...], Future] = {}
-
-    def decode_ahead(self, shard: Shard) -> None:
-        """Start decoding ``shard``'s images in a thread of their own, for the first pass that
-        takes the shard next: Pillow and NumPy let go of the GIL, so the decoding overlaps
-        this shard's forward pass. One shard ahead, so one more batch of pixels in memory."""
-        if self._decoder is None:
-            self._decoder = ThreadPoolExecutor(max_workers=1,
-                                               thread_name_prefix="reportgen-decode")
-        self._decoding[shard.indices] = self._decoder.submit(
-            lambda: list(_decoded(self.plan, shard.indices)))
-
-    def batches(self, indices: Sequence[int]) -> Iterator[Batch]:
-        """The images at ``indices`` in batches: decoded ahead if they were, else now."""
-        future = self._decoding.pop(tuple(indices), None)
-        return _decoded(self.plan, indices) if future is None else iter_result(future)
-
-    def close(self) -> None:
-        if self._decoder is not None:
-            self._decoder.shutdown(wait=True, cancel_futures=True)
-            self._decoder = None
-        self._decoding.clear()
+        self._forward_lock = threading.Lock()
 
     def forward(self, images: np.ndarray, true_labels: np.ndarray):
-        """(probabilities, maps of the shown layers, CamBatch or None) for 0-255 pixels."""
+        """(probabilities, maps of the shown layers, CamBatch or None) for 0-255 pixels.
+
+        One batch in the network at a time, whichever thread asks: the memory plan counts
+        TensorFlow's working set once."""
         inputs = self.plan.contract.prepare(images)
-        if self.grad_cam is not None:
-            return self.grad_cam.forward(inputs, true_labels)
-        probabilities, maps = self.probe(inputs)
+        with self._forward_lock:
+            if self.grad_cam is not None:
+                return self.grad_cam.forward(inputs, true_labels)
+            probabilities, maps = self.probe(inputs)
         return probabilities, maps, None
-
-
-def iter_result(future: Future) -> Iterator:
-    """The items of a future's list, waiting for it at the first ``next``."""
-    yield from future.result()
-
-
-def decode_ahead(worker: Worker, shard: Shard) -> None:
-    """The local engine's ``ahead`` for the first pass (``Worker.decode_ahead``)."""
-    worker.decode_ahead(shard)
 
 
 def open_worker(plan: PassPlan) -> Worker:
@@ -336,7 +309,7 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
     true_labels = np.asarray(plan.true_labels, dtype=np.int64)
     indices, probabilities, cams, unreadable = [], [], [], []
     try:
-        for batch in _timed(timer, "decode", worker.batches(shard.indices)):
+        for batch in _timed(timer, "decode", _decoded(plan, shard.indices)):
             unreadable.extend(batch.unreadable)
             if not batch.records:
                 continue
@@ -492,5 +465,5 @@ def _write_grids(write: Callable, pictures: list[bytes], image_slugs: list[str],
 
 
 __all__ = ["DrawLayer", "FirstPassResult", "PassPlan", "Shard", "Worker", "Written",
-           "add_written", "create_caches", "decode_ahead", "create_pixel_cache", "draw_pass", "first_pass",
+           "add_written", "create_caches", "create_pixel_cache", "draw_pass", "first_pass",
            "merge_first", "open_worker", "shards", "untimed"]

@@ -79,6 +79,54 @@ def test_local_engine_counts_images_not_shards_on_its_bar(tmp_path, monkeypatch)
     assert counted == [("length", 46), ("update", 20), ("update", 20), ("update", 6)]
 
 
+class Overlap:
+    """Tasks that record how many run at once; shard ``hold`` waits for the next to start."""
+
+    def __init__(self, hold: int = 0, fail: int | None = None):
+        self.hold, self.fail = hold, fail
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+        self.started: list[int] = []
+        self.next_started = threading.Event()
+
+    def task(self, worker, shard):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.started.append(shard.number)
+        try:
+            if shard.number == self.hold + 1:
+                self.next_started.set()
+            if shard.number == self.hold:  # finishes after the next shard has begun
+                assert self.next_started.wait(timeout=10), "the next shard never started"
+                time.sleep(0.05)
+            if shard.number == self.fail:
+                raise RuntimeError(f"shard {shard.number} failed on purpose")
+            return [shard.number]
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_local_engine_runs_two_shards_at_once_and_merges_them_in_order(tmp_path):
+    overlap = Overlap(hold=1)
+    with LocalEngine(toy_plan(tmp_path), toy.open_toy_worker) as engine:
+        merged = engine.map_reduce(overlap.task, toy.shard_shards(N_ITEMS, 4), toy.concatenate,
+                                   label="Toy pass")
+    assert merged == list(range(6))  # shard 2 finished before shard 1; order is by number
+    assert overlap.most == 2
+
+
+def test_a_failing_shard_stops_the_local_pass_once_the_other_running_one_is_done(tmp_path):
+    overlap = Overlap(hold=1, fail=2)
+    with LocalEngine(toy_plan(tmp_path), toy.open_toy_worker) as engine, \
+            pytest.raises(RuntimeError, match="shard 2 failed on purpose"):
+        engine.map_reduce(overlap.task, toy.shard_shards(N_ITEMS, 2), toy.concatenate,
+                          label="Toy pass")
+    assert overlap.running == 0  # nothing left running behind the error
+    assert max(overlap.started) <= 3  # no shard was started after the failure was seen
+
+
 def test_the_dask_engine_without_the_extra_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` fails
     with pytest.raises(UserError, match=r"pip install 'reportgen\[dask\]'"), \

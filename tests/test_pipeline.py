@@ -4,14 +4,21 @@ the level and pixel caches."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import browser
+import fixture_models
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from reportgen import pipeline
+from reportgen.data import ImageRecord, Split
 from reportgen.engines import fold_in_order
+from reportgen.inputs import decide
 
 
 def reference_tree(lo: int, hi: int):
@@ -83,3 +90,33 @@ def test_the_caches_change_no_byte_of_the_site(small_build, tmp_path, monkeypatc
                    for cache in (pipeline.LEVEL_CACHE_NAME, pipeline.PIXEL_CACHE_NAME))
     assert sum(path.startswith("assets/maps/") for path in sites["levels"]) > 0
     assert sites["levels"] == sites["pixels"] == sites["decoded"]
+
+
+def test_a_worker_lets_one_batch_at_a_time_into_the_network(tmp_path):
+    """The local engine runs two shards in threads; the memory plan counts one forward pass."""
+    model = fixture_models.sequential_with_input()
+    plan = pipeline.PassPlan(
+        model_file=tmp_path / "unused.keras", trust_model=False,
+        contract=decide(model, None, "unit"),
+        test=Split(tmp_path, ("a", "b", "c"), (ImageRecord("a/1.png", 0, "a"),), (), ()),
+        true_labels=(0,), image_slugs=("a",), layer_paths=("conv",), class_count=3,
+        batch_size=2, explain=False, cam_layer=None, colormap="viridis", scale="layer", jobs=1,
+        target=tmp_path / "site", staging=tmp_path, pictures="png", pixel_cache=None)
+    worker = pipeline.Worker(plan, model)
+    lock, inside, most = threading.Lock(), [0], [0]
+    real_probe = worker.probe
+
+    def probe(inputs):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.02)
+        with lock:
+            inside[0] -= 1
+        return real_probe(inputs)
+
+    worker.probe = probe
+    images = np.zeros((2, 8, 8, 3), np.float32)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda _: worker.forward(images, np.zeros(2, np.int64)), range(8)))
+    assert most[0] == 1

@@ -353,19 +353,22 @@ def test_a_failed_build_leaves_the_old_site_as_it_was(sabotage, count, small_sit
 
 # `reportgen build`, held still mid-build: once the first feature maps are written to the
 # temporary folder it says so on stderr and waits, so the signal lands mid-build, not by timing.
+# It waits in the main thread, where signals land (the engine runs shards in threads).
 PAUSED_BUILD = """
 import sys, time
-import reportgen.pipeline
+from reportgen.engines import LocalEngine
 from reportgen.cli import main
 
-draw_pass = reportgen.pipeline.draw_pass
+map_reduce = LocalEngine.map_reduce
 
-def pause_after_the_first_maps(*args, **kwargs):
-    draw_pass(*args, **kwargs)  # returns when its drawing threads' files are out
-    print("paused mid-pass", file=sys.stderr, flush=True)
-    time.sleep(300)  # the signal's KeyboardInterrupt ends this
+def pause_after_the_first_maps(self, *args, **kwargs):
+    result = map_reduce(self, *args, **kwargs)  # returns when its shards' files are out
+    if kwargs["label"] == "Drawing feature maps":  # the first drawn batch; the rest to come
+        print("paused mid-pass", file=sys.stderr, flush=True)
+        time.sleep(300)  # the signal's KeyboardInterrupt ends this
+    return result
 
-reportgen.pipeline.draw_pass = pause_after_the_first_maps
+LocalEngine.map_reduce = pause_after_the_first_maps
 main(sys.argv[1:], prog_name="reportgen")
 """
 
