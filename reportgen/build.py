@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -176,9 +177,17 @@ def _drop_unreadable(options: BuildOptions, dataset: Dataset, unreadable: list,
 
 
 def layer_entries(probe, layer_slugs: list[str], accumulators: list, max_channels: int,
-                  palette: bytes, site: SiteWriter) -> list[LayerEntry]:
-    """Each layer's statistics and channel plan; its atlas strips written on the way."""
-    layers = []
+                  palette: bytes, site: SiteWriter, jobs: int = 1) -> list[LayerEntry]:
+    """Each layer's statistics and channel plan; its atlas strips written on the way, in
+    ``jobs`` threads (NumPy and zlib let go of the GIL)."""
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return _layer_entries(probe, layer_slugs, accumulators, max_channels, palette, site,
+                              pool)
+
+
+def _layer_entries(probe, layer_slugs, accumulators, max_channels, palette, site,
+                   pool: ThreadPoolExecutor) -> list[LayerEntry]:
+    layers, strips = [], []
     for index, (layer, slug, accumulator) in enumerate(
             zip(probe.layers, layer_slugs, accumulators, strict=True)):
         stats = accumulator.result()
@@ -189,13 +198,18 @@ def layer_entries(probe, layer_slugs: list[str], accumulators: list, max_channel
                                  type_name=layer.type_name, output_shape=layer.output_shape,
                                  grid_size_px=(grid_width, grid_height), stats=stats,
                                  shown_channels=shown))
-        for channel in stats.channels:
-            if channel.top and not channel.dead:
-                maps = [t.feature_map for t in channel.top]
-                low = min(0.0, min(float(m.min()) for m in maps))
-                site.write(layout.atlas_asset(slug, channel.index),
-                           drawing.strip_png(maps, low, max(channel.max, low), palette))
+        strips += [pool.submit(_write_strip, site, slug, channel, palette)
+                   for channel in stats.channels if channel.top and not channel.dead]
+    for strip in strips:
+        strip.result()  # raises a strip's error
     return layers
+
+
+def _write_strip(site: SiteWriter, layer_slug: str, channel, palette: bytes) -> None:
+    maps = [t.feature_map for t in channel.top]
+    low = min(0.0, min(float(m.min()) for m in maps))
+    site.write(layout.atlas_asset(layer_slug, channel.index),
+               drawing.strip_png(maps, low, max(channel.max, low), palette))
 
 
 def page_bytes(n_images: int, n_classes: int, n_channels: int) -> int:
@@ -322,7 +336,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
         image_slugs = [image_slugs[i] for i in kept]
         probabilities = first.probabilities
         layers = layer_entries(probe, layer_slugs, first.accumulators, options.max_channels,
-                               palette, site)
+                               palette, site, jobs=options.jobs)
         stage_seconds["statistics"] = time.perf_counter() - pass_started
 
         drawing_started = time.perf_counter()

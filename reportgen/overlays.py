@@ -45,9 +45,18 @@ def overlay_picture(image: np.ndarray, cam: np.ndarray, picture_format: str) -> 
     pixels = np.asarray(image, np.float32)
     if pixels.shape[-1] == 1:
         pixels = np.repeat(pixels, 3, axis=-1)
-    colours = cam_lut()[_levels(upsample(cam, height, width))].astype(np.float32)
-    blended = (1 - HEATMAP_OPACITY) * pixels + HEATMAP_OPACITY * colours
-    return encode_picture(np.clip(blended + 0.5, 0, 255).astype(np.uint8), picture_format)
+    # (1 - opacity) * pixels + opacity * colours + 0.5, in float32, with as few passes over
+    # the picture as that arithmetic allows: the colours' share is looked up ready-made.
+    blended = pixels * np.float32(1 - HEATMAP_OPACITY)
+    blended += _weighted_lut()[_levels(upsample(cam, height, width))]
+    blended += np.float32(0.5)
+    return encode_picture(np.clip(blended, 0, 255, out=blended).astype(np.uint8), picture_format)
+
+
+@lru_cache(maxsize=1)
+def _weighted_lut() -> np.ndarray:
+    """The CAM colours in float32, already multiplied by the heatmap's opacity."""
+    return cam_lut().astype(np.float32) * np.float32(HEATMAP_OPACITY)
 
 
 def heatmap_png(cam: np.ndarray) -> bytes:
