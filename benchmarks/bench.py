@@ -478,6 +478,8 @@ STAGE_LABELS = {
     ("first pass", "draw inputs", "write"): "first pass: write them (SiteWriter.write)",
     ("first pass", "keep levels"): "first pass: every shown channel's colour levels into the "
                                    "level cache (scale_levels)",
+    ("first pass", "write the cache"): "first pass: write the shard's level (or pixel) cache "
+                                       "files",
     ("first pass",): "first pass: the rest (gathering results)",
     ("merge",): "merge the shards' results (fold, merge_first)",
     ("channel statistics",): "channel statistics, channel plan, atlas strips drawn and written "

@@ -26,6 +26,7 @@ every image's numbers are computed from the same batch on any engine.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import threading
 from collections import deque
@@ -218,14 +219,17 @@ def create_pixel_cache(plan_test: Split, contract: InputContract, staging: Path)
     return path
 
 
-def _shard_cache(folder: Path, shard: Shard, row_shape: tuple[int, ...],
-                 dtype: type) -> np.ndarray:
-    """A new cache file in ``folder`` with a row per image of the shard, in shard order;
-    shards of one pass never share an image, so their first index names their files."""
-    stem = folder / f"{shard.indices[0]:09d}"
-    np.save(f"{stem}-indices.npy", np.asarray(shard.indices, dtype=np.int64))
-    return np.lib.format.open_memmap(f"{stem}-rows.npy", mode="w+", dtype=dtype,
-                                     shape=(len(shard.indices), *row_shape))
+def _save_shard_cache(site: SiteWriter, staging: Path, folder: Path, shard: Shard,
+                      rows: np.ndarray) -> None:
+    """A shard's cache rows (one per image, in shard order) and their test-image indices as
+    .npy files in ``folder``; shards of one pass never share an image, so their first index
+    names their files. Written whole through the site writer, so a full disk is its one-line
+    error (a memory-mapped file would die of SIGBUS instead)."""
+    stem = f"{folder.relative_to(staging).as_posix()}/{shard.indices[0]:09d}"
+    for suffix, array in (("indices", np.asarray(shard.indices, np.int64)), ("rows", rows)):
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        site.write(f"{stem}-{suffix}.npy", buffer.getbuffer(), counted=False)
 
 
 def _cache_rows(folder: Path) -> dict[int, tuple[str, int]]:
@@ -299,48 +303,44 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
     accumulators = [LayerStatsAccumulator(layer.output_shape[2], plan.class_count)
                     for layer in (worker.grad_cam or worker.probe).layers]
     spec = plan.contract.spec
-    cache = levels = None
-    if plan.pixel_cache and shard.indices:
-        cache = _shard_cache(plan.pixel_cache, shard, (spec.height, spec.width, spec.channels),
-                             np.float32)
-    if plan.level_cache and shard.indices:
-        levels = _shard_cache(plan.level_cache, shard, (worker.level_row_size,), np.uint8)
+    n = len(shard.indices)  # the shard's cache rows; an image that fails to decode keeps zeros
+    cache = (np.zeros((n, spec.height, spec.width, spec.channels), np.float32)
+             if plan.pixel_cache and n else None)
+    levels = np.zeros((n, worker.level_row_size), np.uint8) if plan.level_cache and n else None
     rows = {index: row for row, index in enumerate(shard.indices)}
     true_labels = np.asarray(plan.true_labels, dtype=np.int64)
     indices, probabilities, cams, unreadable = [], [], [], []
-    try:
-        for batch in _timed(timer, "decode", _decoded(plan, shard.indices)):
-            unreadable.extend(batch.unreadable)
-            if not batch.records:
-                continue
-            batch_indices = np.asarray(batch.indices)
-            labels = true_labels[batch_indices]
-            batch_probabilities, maps, cam = timer("forward", worker.forward, batch.images, labels)
-            paths = [record.path for record in batch.records]
-            for accumulator, layer_maps in zip(accumulators, maps, strict=True):
-                timer("statistics", accumulator.update, layer_maps, labels, paths)
-            slugs = [plan.image_slugs[i] for i in batch_indices]
-            mistaken = batch_probabilities.argmax(axis=1) != labels
-            if levels is not None:  # waits for the last batch's: one batch of maps in tasks
-                drawing_threads.submit("keep levels", [(
-                    _keep_levels, levels, [rows[i] for i in batch.indices], maps,
-                    worker.level_slices, plan.scale)], max_pending=1)
-            drawing_threads.submit("draw inputs", [(_draw_inputs, drawing_threads.write,
-                                                    plan.pictures, batch.images, slugs, cam,
-                                                    mistaken)],
-                                   max_pending=2)
-            if cache is not None:
-                cache[[rows[index] for index in batch.indices]] = batch.images
-            indices.append(batch_indices)
-            probabilities.append(batch_probabilities)
-            if cam is not None:
-                cams.append(cam)
-        files, size = drawing_threads.finish()
-    finally:
-        for kept in (cache, levels):
-            if kept is not None:
-                kept.flush()
-        del cache, levels
+    for batch in _timed(timer, "decode", _decoded(plan, shard.indices)):
+        unreadable.extend(batch.unreadable)
+        if not batch.records:
+            continue
+        batch_indices = np.asarray(batch.indices)
+        labels = true_labels[batch_indices]
+        batch_probabilities, maps, cam = timer("forward", worker.forward, batch.images, labels)
+        paths = [record.path for record in batch.records]
+        for accumulator, layer_maps in zip(accumulators, maps, strict=True):
+            timer("statistics", accumulator.update, layer_maps, labels, paths)
+        slugs = [plan.image_slugs[i] for i in batch_indices]
+        mistaken = batch_probabilities.argmax(axis=1) != labels
+        if levels is not None:  # waits for the last batch's: one batch of maps in tasks
+            drawing_threads.submit("keep levels", [(
+                _keep_levels, levels, [rows[i] for i in batch.indices], maps,
+                worker.level_slices, plan.scale)], max_pending=1)
+        drawing_threads.submit("draw inputs", [(_draw_inputs, drawing_threads.write,
+                                                plan.pictures, batch.images, slugs, cam,
+                                                mistaken)],
+                               max_pending=2)
+        if cache is not None:
+            cache[[rows[index] for index in batch.indices]] = batch.images
+        indices.append(batch_indices)
+        probabilities.append(batch_probabilities)
+        if cam is not None:
+            cams.append(cam)
+    files, size = drawing_threads.finish()
+    for folder, rows_kept in ((plan.pixel_cache, cache), (plan.level_cache, levels)):
+        if rows_kept is not None:
+            timer("write the cache", _save_shard_cache, drawing_threads.site, plan.staging,
+                  folder, shard, rows_kept)
     n_classes = plan.class_count
     return FirstPassResult(
         indices=np.concatenate(indices) if indices else np.zeros(0, np.int64),

@@ -147,7 +147,9 @@ class SiteWriter:
             for folder in old_sites:
                 _remove_ours(folder)
 
-    def write(self, relative_path: str, data: bytes) -> None:
+    def write(self, relative_path: str, data: bytes, *, counted: bool = True) -> None:
+        """``data`` into the staging folder; ``counted=False`` for the build's own working
+        files there (caches), which are removed before the swap and are not the site's."""
         assert self.temp is not None, "write() outside the with block"
         path = self.temp / relative_path
         folder = os.path.dirname(relative_path)
@@ -158,6 +160,8 @@ class SiteWriter:
             path.write_bytes(data)
         except OSError as error:
             raise UserError(self._explain(error)) from None
+        if not counted:
+            return
         with self._count_lock:
             self.bytes_written += len(data)
             self.files_written += 1

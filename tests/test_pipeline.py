@@ -4,9 +4,12 @@ the level and pixel caches."""
 from __future__ import annotations
 
 import dataclasses
+import errno
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import browser
 import fixture_models
@@ -90,6 +93,29 @@ def test_the_caches_change_no_byte_of_the_site(small_build, tmp_path, monkeypatc
                    for cache in (pipeline.LEVEL_CACHE_NAME, pipeline.PIXEL_CACHE_NAME))
     assert sum(path.startswith("assets/maps/") for path in sites["levels"]) > 0
     assert sites["levels"] == sites["pixels"] == sites["decoded"]
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_the_cache_is_written_is_one_line_and_the_old_site_stays(
+        small_build, tmp_path, monkeypatch):
+    from reportgen.build import build
+    from reportgen.errors import UserError
+
+    site = tmp_path / "site"
+    shutil.copytree(small_build.path, site)
+    before = browser.read_tree(site)
+    real_write = Path.write_bytes
+
+    def full_disk(path, data):
+        if pipeline.LEVEL_CACHE_NAME in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    options = dataclasses.replace(small_build.options, model_path=small_build.model, out=site)
+    with pytest.raises(UserError, match="the disk is full"):
+        build(options, echo=lambda line: None)
+    assert browser.read_tree(site) == before
 
 
 def test_a_worker_lets_one_batch_at_a_time_into_the_network(tmp_path):

@@ -17,7 +17,8 @@ from reportgen.inputs import decide
 from reportgen.site import SiteWriter
 
 N_IMAGES, BATCH = 6, 4  # two batches, the second a short one
-COMMON = {"decode", "forward", "statistics", "draw inputs", "write", "draw feature maps"}
+COMMON = {"decode", "forward", "statistics", "draw inputs", "write", "write the cache",
+          "draw feature maps"}
 STAGES = {"levels": COMMON | {"keep levels", "read the level cache"},
           "pixels": COMMON | {"read the pixel cache"}}
 FORWARD_PASSES = {"levels": 2, "pixels": 4}  # per batch: the first pass's, and the drawing's
