@@ -192,7 +192,7 @@ class _Drawing:
         return self.site.files_written, self.site.bytes_written
 
 
-# -- pixels: decoded once -----------------------------------------------------------------------
+# -- the caches: each image decoded once, and through the network once --------------------------
 
 def create_caches(plan_test: Split, contract: InputContract,
                   layer_shapes: Sequence[tuple[int, int, int]],
