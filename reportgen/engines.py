@@ -31,7 +31,7 @@ import click
 from reportgen.errors import UserError
 
 ENGINES = ("local", "dask")
-LOCAL_SHARDS_AT_ONCE = 2  # measured: benchmarks/results.md, big models
+LOCAL_SHARDS_AT_ONCE = 2  # one in the network while the other's pictures are encoded
 DEFAULT_DASK_WORKERS = 2
 CONNECT_TIMEOUT_S = 10  # an unreachable scheduler is reported after this long
 WORKERLESS_GRACE_S = 30  # a cluster may go this long without workers (restarts) before we give up

@@ -143,8 +143,8 @@ class GradCam:
         # One trace for every batch size (the last batch is usually smaller).
         image_spec = tf.TensorSpec((None, *image_input.shape[1:]), image_input.dtype)
         labels_spec = tf.TensorSpec((None,), tf.int32)
-        # No AutoGraph: the steps have no control flow on tensors, and converting their
-        # source costs a second of the trace (benchmarks/results.md, big models).
+        # No AutoGraph: the steps have no control flow on tensors, so converting their
+        # source would only add to the trace (a few tenths of a second in a profile).
         self._step = tf.function(self._maps, autograph=False,
                                  input_signature=[image_spec, labels_spec, labels_spec])
         self._forward_step = tf.function(self._forward, autograph=False,
