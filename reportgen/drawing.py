@@ -149,10 +149,13 @@ def feature_grid_png(feature_maps: np.ndarray, palette: bytes, scale: str = "lay
 
 def input_png(image: np.ndarray) -> bytes:
     """What the model saw, resized but not preprocessed: (h, w, 1 or 3) pixels in [0, 255]."""
+    return encode_png(_input_pixels(image))
+
+
+def _input_pixels(image: np.ndarray) -> np.ndarray:
+    """(h, w, 1 or 3) pixels in [0, 255] rounded to uint8; grey as (h, w)."""
     pixels = np.clip(image + 0.5, 0, 255).astype(np.uint8)
-    if pixels.shape[-1] == 1:
-        pixels = pixels[..., 0]
-    return encode_png(pixels)
+    return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
 
 
 def strip_png(maps: list[np.ndarray], low: float, high: float, palette: bytes) -> bytes:
@@ -215,7 +218,4 @@ def encode_picture(pixels: np.ndarray, picture_format: str) -> bytes:
 def input_picture(image: np.ndarray, picture_format: str) -> bytes:
     """``input_png``'s picture in ``picture_format``: what the model saw, resized but not
     preprocessed, (h, w, 1 or 3) pixels in [0, 255]; grey stays grey ("L")."""
-    pixels = np.clip(image + 0.5, 0, 255).astype(np.uint8)
-    if pixels.shape[-1] == 1:
-        pixels = pixels[..., 0]
-    return encode_picture(pixels, picture_format)
+    return encode_picture(_input_pixels(image), picture_format)
