@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
@@ -495,9 +496,9 @@ def resize_pixels(values: np.ndarray, height: int, width: int, method: str = "st
 
     The same arithmetic as tf.image.resize(antialias=False), which Keras' resize and
     image_dataset_from_directory call; "crop" and "pad" reach the target aspect ratio
-    first exactly as keras.ops.image.resize does. Only the two source rows and columns
-    each output pixel needs are gathered (and converted by ``to_float``) before any
-    float arithmetic, so a large photo never exists as float32.
+    first exactly as keras.ops.image.resize does. Only the source rows and columns some
+    output pixel needs are gathered (and converted by ``to_float``) before any float
+    arithmetic, so a large photo never exists as float32.
     """
     to_float = to_float or (lambda v: v.astype(np.float32))
     source_height, source_width = values.shape[:2]
@@ -505,16 +506,34 @@ def resize_pixels(values: np.ndarray, height: int, width: int, method: str = "st
                                                          width, method))
     columns = _axis_samples(source_width, width, *_canvas(source_width, source_height, width,
                                                           height, method))
-    (row_index, row_inside, row_lerp), (column_index, column_inside, column_lerp) = rows, columns
-    gathered = to_float(np.take(np.take(values, row_index, axis=0), column_index, axis=1))
-    if not (row_inside.all() and column_inside.all()):
-        # Pad mode: samples that fall outside the image read the fill value, black.
-        gathered = gathered * (row_inside[:, None, None] & column_inside[None, :, None])
-    top, bottom = gathered[:height], gathered[height:]
-    column_lerp = column_lerp[None, :, None]
-    top = top[:, :width] + (top[:, width:] - top[:, :width]) * column_lerp
-    bottom = bottom[:, :width] + (bottom[:, width:] - bottom[:, :width]) * column_lerp
-    return (top + (bottom - top) * row_lerp[:, None, None]).astype(np.float32)
+    # First across, each source row once: an output row's two source rows are mostly
+    # also its neighbour's, so this is about half the work of interpolating 2 x height rows.
+    source_rows = np.take(values, rows.sources, axis=0)
+    left, right = (_column_samples(source_rows, rows, columns, which, to_float)
+                   for which in (columns.lower, columns.upper))
+    across = right  # in place, the same float32 operations as left + (right - left) * lerp
+    across -= left
+    # The weights repeated for each channel: numpy's loop then runs along whole rows, not
+    # along the 1 to 4 channels of one pixel (three times faster at 224x224 RGB).
+    across *= np.repeat(columns.lerp, across.shape[2]).reshape(1, width, -1)
+    across += left
+    # Then down: top + (bottom - top) * lerp.
+    top = np.take(across, rows.lower, axis=0)
+    resized = np.take(across, rows.upper, axis=0)
+    resized -= top
+    resized *= rows.lerp[:, None, None]
+    resized += top
+    return resized.astype(np.float32, copy=False)
+
+
+def _column_samples(source_rows: np.ndarray, rows: _AxisSamples, columns: _AxisSamples,
+                    which: np.ndarray, to_float) -> np.ndarray:
+    """One of the two source columns of each output column, of every source row, as floats."""
+    samples = to_float(np.take(source_rows, columns.sources[which], axis=1))
+    if rows.inside.all() and columns.inside[which].all():
+        return samples
+    # Pad mode: samples that fall outside the image read the fill value, black.
+    return samples * (rows.inside[:, None, None] & columns.inside[which][None, :, None])
 
 
 def _canvas(size: int, other_size: int, target: int, other_target: int,
@@ -533,12 +552,20 @@ def _canvas(size: int, other_size: int, target: int, other_target: int,
     return 0, size
 
 
-@functools.lru_cache(maxsize=64)  # a test set's photos mostly share a few sizes
-def _axis_samples(size: int, target: int, start: int, length: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices (lower then upper, 2 x target), which are inside the image, and lerps.
+class _AxisSamples(NamedTuple):
+    """Where one axis' output pixels read the source, each distinct source index listed once."""
 
-    tf.image.resize's compute_interpolation_weights with half-pixel centres, in float32.
+    sources: np.ndarray  # distinct source indices, clipped into the image
+    inside: np.ndarray  # of each source: inside the image (pad mode reads black outside it)
+    lower: np.ndarray  # (target,) each output's lower neighbour, as a position in sources
+    upper: np.ndarray  # (target,) and its upper one
+    lerp: np.ndarray  # (target,) float32 weight of the upper neighbour
+
+
+@functools.lru_cache(maxsize=64)  # a test set's photos mostly share a few sizes
+def _axis_samples(size: int, target: int, start: int, length: int) -> _AxisSamples:
+    """tf.image.resize's compute_interpolation_weights with half-pixel centres, in float32.
+
     Read-only arrays: they are shared by every image of the same size.
     """
     scale = np.float32(length) / np.float32(target)
@@ -548,7 +575,9 @@ def _axis_samples(size: int, target: int, start: int, length: int
     upper = np.minimum(np.ceil(centres), length - 1).astype(np.int64)
     canvas = np.concatenate([lower, upper]) + start
     inside = (canvas >= 0) & (canvas < size)
-    samples = np.clip(canvas, 0, size - 1), inside, (centres - floor).astype(np.float32)
+    keys, positions = np.unique(np.clip(canvas, 0, size - 1) * 2 + inside, return_inverse=True)
+    samples = _AxisSamples(keys // 2, keys % 2 == 1, positions[:target], positions[target:],
+                           (centres - floor).astype(np.float32))
     for array in samples:
         array.flags.writeable = False
     return samples
