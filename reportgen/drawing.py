@@ -154,7 +154,8 @@ def input_png(image: np.ndarray) -> bytes:
 
 def _input_pixels(image: np.ndarray) -> np.ndarray:
     """(h, w, 1 or 3) pixels in [0, 255] rounded to uint8; grey as (h, w)."""
-    pixels = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    pixels = image + 0.5
+    pixels = np.clip(pixels, 0, 255, out=pixels).astype(np.uint8)  # in place: one float temporary
     return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
 
 
