@@ -1,13 +1,15 @@
 """Input pictures and Grad-CAM overlays of photo-sized inputs: PNG against JPEG settings.
 
-    python benchmarks/pictures.py [--images 32] [--out benchmarks/results.md]
+    python benchmarks/pictures.py [--images 32] [--cpu-images 300] [--out benchmarks/results.md]
 
 Run on its own it replaces its section of benchmarks/results.md; `bench.py` also calls
 `sections()` for its full run. The pictures are what a MobileNetV2 build at 224x224 writes
 for each test image: the input as the model saw it and its Grad-CAM overlay (a 7x7 map
 stretched over it), for the big-models benchmark's noisy one-colour photos and for the
 tests' photo-like pictures (gradients, sensor noise, hard-edged shapes). Each way is timed
-over the same pictures, best of ``REPEATS``; the error is against the exact pixels.
+over the same pictures, best of ``REPEATS``; the error is against the exact pixels. It also
+measures the CPU time per test image of the first pass's reading (decode and resize) and of its
+input picture and overlays, with the parts each spends its time in.
 """
 
 from __future__ import annotations
@@ -116,14 +118,11 @@ def measure(photos: str, picture: str, pixels: np.ndarray, way: Way) -> Row:
 
 def overlay_pixels(images: np.ndarray, seed: int = 0) -> np.ndarray:
     """The overlays' uint8 pixels, as overlays.overlay_picture blends them."""
-    from PIL import Image
-
     from reportgen import overlays
 
     rng = np.random.default_rng(seed)
     cams = rng.random((len(images), CAM_PX, CAM_PX)).astype(np.float32)
-    # The PNG path is lossless: its decoded pixels are exactly the blended ones.
-    return np.stack([np.asarray(Image.open(io.BytesIO(overlays.overlay_picture(image, cam, "png"))))
+    return np.stack([overlays.overlay_pixels(image, cam)
                      for image, cam in zip(images, cams, strict=True)])
 
 
@@ -148,10 +147,78 @@ def picture_functions_ms(images: np.ndarray) -> dict[str, float]:
     return times
 
 
-def sections(images: int = 32) -> list[str]:
+PHOTO_SIZE = (240, 300)  # big_models.py's MobileNetV2 test photos, height x width
+CPU_REPEATS = 3
+DECODE_BATCH = 64  # about what the memory plan picks for MobileNetV2 at 224x224
+
+
+def cpu_ms(run: Callable[[object], object], items: list) -> float:
+    """CPU ms per item (time.process_time, this process), best of CPU_REPEATS passes."""
+    best = float("inf")
+    for _ in range(CPU_REPEATS):
+        started = time.process_time()
+        for item in items:
+            run(item)
+        best = min(best, time.process_time() - started)
+    return best / len(items) * 1e3
+
+
+def first_pass_cpu(count: int) -> list[tuple[str, float, float]]:
+    """(stage or part, CPU ms per test image, share of its stage) of the first pass's two
+    per-image CPU costs of a MobileNetV2 build at 224x224 on big_models.py's 240x300 JPEGs:
+    reading an image ("decode") and drawing its input picture and two overlays ("draw inputs",
+    a mistaken image), each with the parts its functions spend their time in."""
+    import tempfile
+
+    from big_models import photos
+    from PIL import Image
+
+    from reportgen import data, drawing, overlays
+
+    spec = data.InputSpec(SIZE_PX, SIZE_PX, 3)
+    with tempfile.TemporaryDirectory() as folder:
+        split = data.scan_dataset(photos(Path(folder), ["photos"], count, PHOTO_SIZE)).test
+        # As the first pass reads them: a batch at a time, so the allocator keeps the pages
+        # (an image at a time, glibc hands the freed memory back and page-faults it in again).
+        read = cpu_ms(lambda _: sum(1 for _ in data.iter_batches(split, spec, DECODE_BATCH)),
+                      [None]) / count
+        images = list(np.concatenate([batch.images for batch in
+                                      data.iter_batches(split, spec, DECODE_BATCH)]))
+        decoded = []
+        for record in split.images:
+            with Image.open(split.root / record.path) as photo:
+                decoded.append(np.asarray(photo))
+    resize = cpu_ms(lambda values: data.resize_pixels(values, SIZE_PX, SIZE_PX), decoded)
+    rng = np.random.default_rng(0)
+    cams = {id(image): rng.random((2, CAM_PX, CAM_PX)).astype(np.float32) for image in images}
+
+    def draw(image: np.ndarray) -> None:
+        drawing.input_picture(image, "jpeg")
+        for cam in cams[id(image)]:
+            overlays.overlay_picture(image, cam, "jpeg")
+
+    def stretch_and_blend(image: np.ndarray) -> None:
+        for cam in cams[id(image)]:
+            overlays.overlay_pixels(image, cam)
+
+    drawn = cpu_ms(draw, images)
+    encoded = [drawing._input_pixels(image) for image in images]
+    encoding = 3 * cpu_ms(drawing.encode_jpeg, encoded)
+    blending = cpu_ms(stretch_and_blend, images)
+    return [("decode (`data.iter_batches`: `read_image`, then a batch's `np.stack`)", read, 1.0),
+            ("… of which the resize to 224×224 (`data.resize_pixels`)", resize, resize / read),
+            ("draw inputs (an input picture and two overlays, JPEG)", drawn, 1.0),
+            ("… of which JPEG encoding (three pictures)", encoding, encoding / drawn),
+            ("… of which stretching, levels and blending (two overlays)", blending,
+             blending / drawn)]
+
+
+def sections(images: int = 32, cpu_images: int = 300) -> list[str]:
     from reportgen import drawing
 
     load_before = os.getloadavg()[0]
+    log(f"the first pass's CPU per image over {cpu_images} photos")
+    cpu = first_pass_cpu(cpu_images)
     rows = []
     functions = {}
     for photos, make in (("noisy one-colour (big_models.py)", noisy_photos),
@@ -189,6 +256,15 @@ def sections(images: int = 32) -> list[str]:
         "|---|---|---|",
         *per_image,
         "",
+        f"The first pass's two CPU costs per test image that these pictures belong to, on "
+        f"{cpu_images} of big_models.py's {PHOTO_SIZE[0]}×{PHOTO_SIZE[1]} JPEGs read for a "
+        f"{SIZE_PX}×{SIZE_PX} model (`time.process_time`, one thread, best of {CPU_REPEATS} "
+        "passes; a part's share is of its stage's row):",
+        "",
+        "| stage, part | CPU ms per image | share |",
+        "|---|---|---|",
+        *[f"| {name} | {ms:.2f} | {share:.0%} |" for name, ms, share in cpu],
+        "",
         f"`--pictures auto` writes JPEG quality {drawing.JPEG_QUALITY}, {drawing.JPEG_SUBSAMPLING} "
         f"from a {drawing.JPEG_MIN_SIDE_PX}-pixel shorter side (README, *Input pictures and "
         f"overlays*, says why). 1-minute load average {load_before:.1f} as this section began "
@@ -199,11 +275,13 @@ def sections(images: int = 32) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--cpu-images", type=int, default=300,
+                        help="photos for the first pass's CPU per image")
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     args = parser.parse_args(argv)
     from big_models import write_section
 
-    write_section(args.out, SECTION_START, SECTION_END, "\n".join(sections(args.images)))
+    write_section(args.out, SECTION_START, SECTION_END, "\n".join(sections(args.images, args.cpu_images)))
     log(f"wrote {args.out}")
 
 

@@ -41,6 +41,11 @@ def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
 def overlay_picture(image: np.ndarray, cam: np.ndarray, picture_format: str) -> bytes:
     """An RGB picture ("png" or "jpeg") at the input's size: the input (0-255, 1 or 3 channels)
     with the heatmap over it."""
+    return encode_picture(overlay_pixels(image, cam), picture_format)
+
+
+def overlay_pixels(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    """``overlay_picture``'s (h, w, 3) uint8 pixels."""
     height, width = image.shape[:2]
     pixels = np.asarray(image, np.float32)
     if pixels.shape[-1] == 1:
@@ -51,7 +56,7 @@ def overlay_picture(image: np.ndarray, cam: np.ndarray, picture_format: str) -> 
     blended = pixels * np.float32(1 - HEATMAP_OPACITY)
     blended += np.take(_weighted_lut(), _levels(upsample(cam, height, width)), axis=0)
     blended += np.float32(0.5)
-    return encode_picture(np.clip(blended, 0, 255, out=blended).astype(np.uint8), picture_format)
+    return np.clip(blended, 0, 255, out=blended).astype(np.uint8)
 
 
 @lru_cache(maxsize=1)
