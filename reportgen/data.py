@@ -475,8 +475,12 @@ def load_image(path: Path, spec: InputSpec) -> np.ndarray:
         raise UserError(f"Cannot read image {path}: {_reason(error)}.") from error
 
 
-def read_image(path: Path, spec: InputSpec) -> np.ndarray:
-    """load_image, raising whatever the decoder raises (callers that skip bad files catch it)."""
+def read_image(path: Path, spec: InputSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """load_image, raising whatever the decoder raises (callers that skip bad files catch it).
+
+    With ``out``, a float32 (height, width, channels) array such as a row of a batch, the
+    pixels are written there and ``out`` is returned, so they need no copy into the batch.
+    """
     side = DRAFT_FACTOR * max(spec.height, spec.width)
     image = _decode(path, draft_size=(side, side))
     if spec.channels == 1 and image.mode == "RGB":
@@ -485,20 +489,28 @@ def read_image(path: Path, spec: InputSpec) -> np.ndarray:
     values = np.asarray(image)
     if values.ndim == 2:
         values = values[..., np.newaxis]
-    pixels = resize_pixels(values, spec.height, spec.width, spec.resize,
-                           to_float=lambda v: _to_pixels(v, image.mode))
-    return _match_channels(pixels, spec.channels)
+    colours = values.shape[-1] - (image.mode in ALPHA_MODES)  # _to_pixels drops the alpha
+    pixels = _match_channels(
+        resize_pixels(values, spec.height, spec.width, spec.resize,
+                      to_float=lambda v: _to_pixels(v, image.mode),
+                      out=out if colours == spec.channels else None),
+        spec.channels)
+    if out is None or pixels is out:
+        return pixels
+    out[...] = pixels
+    return out
 
 
 def resize_pixels(values: np.ndarray, height: int, width: int, method: str = "stretch",
-                  to_float=None) -> np.ndarray:
+                  to_float=None, out: np.ndarray | None = None) -> np.ndarray:
     """(h, w, c) -> (height, width, c) float32, bilinear with half-pixel centres, as Keras.
 
     The same arithmetic as tf.image.resize(antialias=False), which Keras' resize and
     image_dataset_from_directory call; "crop" and "pad" reach the target aspect ratio
     first exactly as keras.ops.image.resize does. Only the source rows and columns some
     output pixel needs are gathered (and converted by ``to_float``) before any float
-    arithmetic, so a large photo never exists as float32.
+    arithmetic, so a large photo never exists as float32. With ``out`` (float32, the
+    result's shape) the result is written there.
     """
     to_float = to_float or (lambda v: v.astype(np.float32))
     source_height, source_width = values.shape[:2]
@@ -519,7 +531,7 @@ def resize_pixels(values: np.ndarray, height: int, width: int, method: str = "st
     across += left
     # Then down: top + (bottom - top) * lerp.
     top = np.take(across, rows.lower, axis=0)
-    resized = np.take(across, rows.upper, axis=0)
+    resized = np.take(across, rows.upper, axis=0, out=out, mode="clip")  # "raise" copies to out
     resized -= top
     resized *= rows.lerp[:, None, None]
     resized += top
@@ -726,19 +738,20 @@ def iter_batches(split: Split, spec: InputSpec, batch_size: int) -> Iterator[Bat
 
 def _batches(split: Split, spec: InputSpec, batch_size: int) -> Iterator[Batch]:
     for start in range(0, len(split.images), batch_size):
-        images, indices, unreadable = [], [], []
-        for index in range(start, min(start + batch_size, len(split.images))):
+        stop = min(start + batch_size, len(split.images))
+        # Each image decoded straight into its row (a failed one's row is reused by the next).
+        images = np.empty((stop - start, spec.height, spec.width, spec.channels), np.float32)
+        indices, unreadable = [], []
+        for index in range(start, stop):
             record = split.images[index]
             try:
-                images.append(read_image(split.root / record.path, spec))
+                read_image(split.root / record.path, spec, out=images[len(indices)])
             except Exception as error:  # as in check_image
                 unreadable.append((record, _reason(error)))
             else:
                 indices.append(index)
-        stacked = np.stack(images) if images else \
-            np.empty((0, spec.height, spec.width, spec.channels), np.float32)
-        yield Batch(stacked, tuple(split.images[i] for i in indices), tuple(indices),
-                    tuple(unreadable))
+        yield Batch(images[:len(indices)], tuple(split.images[i] for i in indices),
+                    tuple(indices), tuple(unreadable))
 
 
 def load_split(split: Split, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:

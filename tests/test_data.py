@@ -204,9 +204,9 @@ def test_batches_load_one_batch_at_a_time(tmp_path, monkeypatch):
     loaded: list[Path] = []
     real_read_image = data.read_image
 
-    def counting_read_image(path, spec):
+    def counting_read_image(path, spec, **kwargs):
         loaded.append(path)
-        return real_read_image(path, spec)
+        return real_read_image(path, spec, **kwargs)
 
     monkeypatch.setattr(data, "read_image", counting_read_image)
     batches = iter_batches(split, RGB_8x8, batch_size=5)
@@ -238,6 +238,19 @@ def test_a_file_that_fails_to_decode_in_its_batch_is_left_out_and_listed(tmp_pat
     remaining = split.without(batches[1].unreadable)
     assert remaining.images == split.images[:-1]
     assert [s.path for s in remaining.skipped] == ["test_set/triangles/triangle_0001.png"]
+
+
+def test_the_images_after_a_failed_one_fill_its_place_in_the_batch(tmp_path):
+    split = scan_dataset(shapes_dataset(tmp_path, train=False)).test
+    (split.root / split.images[1].path).write_bytes(b"gone")
+    grey = split.root / split.images[2].path  # read into the batch through a copy (L to RGB)
+    Image.open(grey).convert("L").save(grey)
+
+    [batch] = iter_batches(split, RGB_8x8, batch_size=len(split.images))
+
+    assert batch.indices == (0, *range(2, len(split.images)))
+    np.testing.assert_array_equal(batch.images, np.stack(
+        [load_image(split.root / split.images[i].path, RGB_8x8) for i in batch.indices]))
 
 
 def test_load_split_returns_every_image_with_its_label(tmp_path):
