@@ -77,6 +77,22 @@ def layer_scale_levels(feature_maps: np.ndarray, channels: Sequence[int] | None 
     return _to_levels(_only(feature_maps, channels), low, high)
 
 
+def layer_levels_into(out: np.ndarray, image_maps: np.ndarray, high) -> None:
+    """``layer_scale_levels`` of one image's maps (h, w, c) written into ``out`` (uint8, as
+    many values), given their maximum ``high``: the same bytes in fewer passes over the maps.
+
+    The first pass keeps every image's levels this way; its statistics have the maxima
+    already. No clipping: with low = min(0, lowest value) and span = high - low, rounding
+    is monotonic, so (x - low) * (254 / span) + 0.5 stays within [0.5, 254.5] and truncates
+    to 0..254, as the clipped levels do (a test compares them on maps with extreme values).
+    """
+    low = np.float32(min(image_maps.min(), 0.0))
+    levels = image_maps - low
+    levels *= TOP_LEVEL / (np.float32(high) - low if high > low else np.float32(1.0))
+    levels += np.float32(0.5)
+    out[...] = levels.reshape(out.shape)  # truncates to uint8, as astype does
+
+
 def _only(values: np.ndarray, channels: Sequence[int] | None) -> np.ndarray:
     """The listed channels of (..., c) values (no copy when they are all, in order)."""
     if channels is None or tuple(channels) == tuple(range(values.shape[-1])):
