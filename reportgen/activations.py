@@ -54,6 +54,9 @@ class _Tap:
     type_name: str
     output: keras.KerasTensor
     inputs: frozenset[str] = frozenset()  # tap paths (or _INPUT) that feed this one
+    # What the layer call returned, as ``on_call`` saw it: ``output`` itself, except for a
+    # tap inside a nested model, whose ``output`` is the nested model's output in this graph.
+    made: keras.KerasTensor | None = None
 
 
 @dataclass(frozen=True)
@@ -125,16 +128,16 @@ def _replay(model: keras.Model, inputs, nested_probes: dict[int, _NestedProbe],
 
             for tap, output in zip(nested.taps, flat[nested.n_outputs:], strict=True):
                 taps.append(_Tap(order + tap.order, f"{path}/{tap.path}", tap.type_name, output,
-                                 outer(tap.inputs)))
+                                 outer(tap.inputs), tap.made))
             for output, inner in zip(flat[: nested.n_outputs], nested.output_sources, strict=True):
                 sources[id(output)] = outer(inner)
             return _unpack_singleton(flat[: nested.n_outputs])
-        outputs = operation(*args, **kwargs)
+        outputs = made = operation(*args, **kwargs)
         if on_call is not None:
             replacement = on_call(operation, args, outputs)
             outputs = outputs if replacement is None else replacement
         if isinstance(operation, keras.Layer) and _is_feature_map(outputs):
-            taps.append(_Tap(order, path, type(operation).__name__, outputs, fed_by))
+            taps.append(_Tap(order, path, type(operation).__name__, outputs, fed_by, made))
             sources[id(outputs)] = frozenset({path})
         else:
             for output in keras.tree.flatten(outputs):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
+from zlib_ng import zlib_ng
 
 from reportgen.options import BuildOptions, default
 
@@ -34,6 +36,8 @@ PNG_COMPRESS_LEVEL = 1
 # what runs of equal levels in a feature map are. Measured on MobileNetV2's grids (PNG
 # settings table): half the encoding time of the default strategy at level 1, files no bigger.
 PNG_STRATEGY = zlib.Z_RLE
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_COLOUR_TYPES = {2: 0, 3: 2}  # grey (h, w) and RGB (h, w, 3); a palette is colour type 3
 SCALES = ("layer", "channel")
 
 
@@ -71,6 +75,22 @@ def layer_scale_levels(feature_maps: np.ndarray, channels: Sequence[int] | None 
     low = np.minimum(feature_maps.min(axis=(1, 2, 3), keepdims=True), 0.0)
     high = feature_maps.max(axis=(1, 2, 3), keepdims=True)
     return _to_levels(_only(feature_maps, channels), low, high)
+
+
+def layer_levels_into(out: np.ndarray, image_maps: np.ndarray, high) -> None:
+    """``layer_scale_levels`` of one image's maps (h, w, c) written into ``out`` (uint8, as
+    many values), given their maximum ``high``: the same bytes in fewer passes over the maps.
+
+    The first pass keeps every image's levels this way; its statistics have the maxima
+    already. No clipping: with low = min(0, lowest value) and span = high - low, rounding
+    is monotonic, so (x - low) * (254 / span) + 0.5 stays within [0.5, 254.5] and truncates
+    to 0..254, as the clipped levels do (a test compares them on maps with extreme values).
+    """
+    low = np.float32(min(image_maps.min(), 0.0))
+    levels = image_maps - low
+    levels *= TOP_LEVEL / (np.float32(high) - low if high > low else np.float32(1.0))
+    levels += np.float32(0.5)
+    out[...] = levels.reshape(out.shape)  # truncates to uint8, as astype does
 
 
 def _only(values: np.ndarray, channels: Sequence[int] | None) -> np.ndarray:
@@ -119,14 +139,34 @@ def channel_grids(levels: np.ndarray) -> np.ndarray:
 
 
 def encode_png(pixels: np.ndarray, palette: bytes | None = None) -> bytes:
-    """PNG bytes with fixed settings and no metadata, so the same pixels give the same bytes."""
-    image = Image.fromarray(np.ascontiguousarray(pixels))
+    """PNG bytes of (h, w) grey or palette indices or (h, w, 3) RGB uint8 pixels, with fixed
+    settings and no metadata, so the same pixels give the same bytes.
+
+    Written here rather than by Pillow, for one reason: the compressor. zlib-ng's deflate
+    at the same level and strategy takes 60% of the time of the zlib inside Pillow, for
+    files of the same size (the PNG encoders table in ``nox -s bench``), and a build spends
+    more of its CPU encoding feature maps than anywhere but the network. The rest of a PNG is
+    three short chunks; every row is stored with filter type 0, as Pillow stores palette
+    pictures.
+    """
+    pixels = np.asarray(pixels, np.uint8)
+    height, width = pixels.shape[:2]
+    colour_type = 3 if palette is not None else PNG_COLOUR_TYPES[pixels.ndim]
+    rows = np.zeros((height, 1 + pixels[0].size), np.uint8)  # a filter byte, then the row
+    rows[:, 1:] = pixels.reshape(height, -1)
+    compressor = zlib_ng.compressobj(PNG_COMPRESS_LEVEL, zlib_ng.DEFLATED, zlib_ng.MAX_WBITS,
+                                     zlib_ng.DEF_MEM_LEVEL, PNG_STRATEGY)
+    chunks = [_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0))]
     if palette is not None:
-        image.putpalette(palette)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL,
-               compress_type=PNG_STRATEGY)
-    return buffer.getvalue()
+        chunks.append(_png_chunk(b"PLTE", palette))
+    chunks += [_png_chunk(b"IDAT", compressor.compress(rows) + compressor.flush()),
+               _png_chunk(b"IEND", b"")]
+    return PNG_SIGNATURE + b"".join(chunks)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind))))
 
 
 def feature_grid_pngs(feature_maps: np.ndarray, palette: bytes, scale: str = "layer",

@@ -318,13 +318,17 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
         labels = true_labels[batch_indices]
         batch_probabilities, maps, cam = timer("forward", worker.forward, batch.images, labels)
         paths = [record.path for record in batch.records]
-        for accumulator, layer_maps in zip(accumulators, maps, strict=True):
-            timer("statistics", accumulator.update, layer_maps, labels, paths)
+        # Each map's maximum, once: the statistics need it, and the levels each image's.
+        spatial_maxima = [timer("statistics", np.max, layer_maps, (1, 2)) for layer_maps in maps]
+        for accumulator, layer_maps, spatial_max in zip(accumulators, maps, spatial_maxima,
+                                                        strict=True):
+            timer("statistics", accumulator.update, layer_maps, labels, paths, spatial_max)
         slugs = [plan.image_slugs[i] for i in batch_indices]
         mistaken = batch_probabilities.argmax(axis=1) != labels
         if levels is not None:  # waits for the last batch's: one batch of maps in tasks
             drawing_threads.submit("keep levels", [(
                 _keep_levels, levels, [rows[i] for i in batch.indices], maps,
+                [spatial_max.max(axis=1) for spatial_max in spatial_maxima],
                 worker.level_slices, plan.scale)], max_pending=1)
         drawing_threads.submit("draw inputs", [(_draw_inputs, drawing_threads.write,
                                                 plan.pictures, batch.images, slugs, cam,
@@ -352,14 +356,20 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
 
 
 def _keep_levels(cache: np.ndarray, rows: list[int], maps: Sequence[np.ndarray],
-                 slices: Sequence[tuple[int, tuple[int, int, int]]], scale: str) -> None:
-    """Every channel of each layer's maps as the levels a grid draws, into the cache's rows.
+                 highs: Sequence[np.ndarray], slices: Sequence[tuple[int, tuple[int, int, int]]],
+                 scale: str) -> None:
+    """Every channel of each layer's maps as the levels a grid draws, into the cache's rows;
+    ``highs`` are each layer's per-image maxima.
 
     An image at a time, so the float temporaries are one image's, not a batch's."""
-    for layer_maps, (start, shape) in zip(maps, slices, strict=True):
+    for layer_maps, layer_highs, (start, shape) in zip(maps, highs, slices, strict=True):
         stop = start + math.prod(shape)
-        for row, image_maps in zip(rows, layer_maps, strict=True):
-            cache[row, start:stop] = drawing.scale_levels(image_maps[np.newaxis], scale).reshape(-1)
+        for row, image_maps, high in zip(rows, layer_maps, layer_highs, strict=True):
+            if scale == "layer":
+                drawing.layer_levels_into(cache[row, start:stop], image_maps, high)
+            else:
+                cache[row, start:stop] = drawing.scale_levels(image_maps[np.newaxis],
+                                                              scale).reshape(-1)
 
 
 def _draw_inputs(write: Callable, picture_format: str, images: np.ndarray, slugs: list[str],

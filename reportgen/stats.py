@@ -214,9 +214,11 @@ class LayerStatsAccumulator:
         self._map_shape: tuple[int, int] | None = None  # (h, w), known from the first batch
         self._top: _TopLists | None = None
 
-    def update(self, feature_maps: np.ndarray, labels: np.ndarray, paths: Sequence[str]) -> None:
+    def update(self, feature_maps: np.ndarray, labels: np.ndarray, paths: Sequence[str],
+               spatial_max: np.ndarray | None = None) -> None:
         """feature_maps (n, h, w, c) float32 for one batch; labels (n,) int true class;
-        paths (n,) unique image ids."""
+        paths (n,) unique image ids; ``spatial_max``, if the caller has it already, is
+        ``feature_maps.max(axis=(1, 2))``."""
         feature_maps = np.asarray(feature_maps, dtype=np.float32)
         labels = np.asarray(labels)
         paths = list(paths)
@@ -225,7 +227,8 @@ class LayerStatsAccumulator:
             return
         path_ids = np.array([str(path) for path in paths], dtype=object)  # str, not np.str_
         n_pixels = feature_maps.shape[1] * feature_maps.shape[2]
-        spatial_max = feature_maps.max(axis=(1, 2))  # (n, c)
+        if spatial_max is None:
+            spatial_max = feature_maps.max(axis=(1, 2))  # (n, c)
         spatial_mean = feature_maps.sum(axis=(1, 2), dtype=np.float64) / n_pixels  # (n, c)
         # NaN and +inf reach the max, -inf the sum: no need to scan the maps a third time.
         if not (np.isfinite(spatial_max).all() and np.isfinite(spatial_mean).all()):

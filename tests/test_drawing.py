@@ -6,6 +6,9 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from reportgen import drawing
@@ -37,6 +40,21 @@ def test_each_image_of_a_batch_gets_its_own_scale():
     maps[:, 0, 0, 0] = 0.0
     levels = drawing.layer_scale_levels(maps)
     assert levels[0, 1, 1, 0] == levels[1, 1, 1, 0] == drawing.TOP_LEVEL
+
+
+# Maps of one image with any finite values up to 2**100 (beyond about 2**127 the span itself
+# overflows): negative and positive, tiny and huge spans, runs of equal values. No subnormals:
+# TensorFlow, once imported, flushes them to zero in this process.
+image_maps = hnp.arrays(np.float32, hnp.array_shapes(min_dims=3, max_dims=3, max_side=5),
+                        elements=st.floats(-2.0**100, 2.0**100, width=32, allow_subnormal=False))
+
+
+@given(image_maps)
+def test_the_first_passs_unclipped_levels_are_the_clipped_ones(maps):
+    out = np.full(maps.size, 255, np.uint8)
+    drawing.layer_levels_into(out, maps, maps.max())
+    np.testing.assert_array_equal(out.reshape(maps.shape),
+                                  drawing.layer_scale_levels(maps[np.newaxis])[0])
 
 
 def test_all_zero_layer_is_all_bottom_colour():

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -517,6 +519,20 @@ def test_reportgen_never_disables_safe_mode_globally():
     for source in sources:
         assert "enable_unsafe_deserialization" not in source.read_text(encoding="utf-8"), source
 
+
+
+def test_keras_loads_without_the_packages_it_would_import_for_nothing():
+    """A fresh process: Keras imported through reportgen leaves scikit-learn and pyplot
+    unloaded (a second of every build's start), and both still import afterwards."""
+    script = ("import sys\n"
+              "from reportgen.keras_import import HELD_BACK, keras\n"
+              "assert keras.ops is not None\n"
+              "print(sorted(name for name in HELD_BACK if name in sys.modules))\n"
+              "import matplotlib.pyplot, sklearn.manifold\n"
+              "print(matplotlib.pyplot.__name__, sklearn.manifold.__name__)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.splitlines() == ["[]", "matplotlib.pyplot sklearn.manifold"]
 
 @pytest.fixture
 def custom_layer_file(tmp_path) -> Path:
