@@ -205,7 +205,7 @@ def first_pass_cpu(count: int) -> list[tuple[str, float, float]]:
     encoded = [drawing._input_pixels(image) for image in images]
     encoding = 3 * cpu_ms(drawing.encode_jpeg, encoded)
     blending = cpu_ms(stretch_and_blend, images)
-    return [("decode (`data.iter_batches`: `read_image`, then a batch's `np.stack`)", read, 1.0),
+    return [("decode (`data.iter_batches`: `read_image` into a batch's rows)", read, 1.0),
             ("… of which the resize to 224×224 (`data.resize_pixels`)", resize, resize / read),
             ("draw inputs (an input picture and two overlays, JPEG)", drawn, 1.0),
             ("… of which JPEG encoding (three pictures)", encoding, encoding / drawn),
@@ -259,7 +259,7 @@ def sections(images: int = 32, cpu_images: int = 300) -> list[str]:
         f"The first pass's two CPU costs per test image that these pictures belong to, on "
         f"{cpu_images} of big_models.py's {PHOTO_SIZE[0]}×{PHOTO_SIZE[1]} JPEGs read for a "
         f"{SIZE_PX}×{SIZE_PX} model (`time.process_time`, one thread, best of {CPU_REPEATS} "
-        "passes; a part's share is of its stage's row):",
+        "passes; a part's share is of its stage's row, each part timed on its own):",
         "",
         "| stage, part | CPU ms per image | share |",
         "|---|---|---|",
