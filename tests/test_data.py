@@ -244,7 +244,8 @@ def test_the_images_after_a_failed_one_fill_its_place_in_the_batch(tmp_path):
     split = scan_dataset(shapes_dataset(tmp_path, train=False)).test
     (split.root / split.images[1].path).write_bytes(b"gone")
     grey = split.root / split.images[2].path  # read into the batch through a copy (L to RGB)
-    Image.open(grey).convert("L").save(grey)
+    with Image.open(grey) as picture:
+        picture.convert("L").save(grey)
 
     [batch] = iter_batches(split, RGB_8x8, batch_size=len(split.images))
 
