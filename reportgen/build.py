@@ -389,11 +389,11 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
             draw_rest()
             stage_seconds["drawing"] = time.perf_counter() - drawing_started
             render_started = time.perf_counter()  # what is left of it: pages not yet written
-            for cache in (pass_plan.level_cache, pass_plan.pixel_cache):
-                if cache is not None:
-                    shutil.rmtree(cache)  # not part of the site; removed while pages render
             metrics, warnings = pages.result()
         passes.close()  # a cluster we started is not needed any more
+        for cache in (pass_plan.level_cache, pass_plan.pixel_cache):
+            if cache is not None:
+                shutil.rmtree(cache)  # not part of the site
         stage_seconds["render"] = time.perf_counter() - render_started
         files, size = site.files_written, site.bytes_written
     for warning in warnings:
