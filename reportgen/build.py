@@ -3,9 +3,8 @@
 Plan, gather, then write. The layer and memory plans come from the model's graph; the
 first pass (``reportgen.pipeline``) gives every test image's prediction, every shown
 channel's statistics and Grad-CAM from one forward pass per batch; the channel and site
-plans need all of that, so a second pass draws the feature maps of the planned images.
-Once its first batch has fixed which images get feature maps, the report model is assembled
-and the pages are rendered, in a thread beside the rest of that pass. Pictures are written
+plans need all of that, so a second pass draws the feature maps of the planned images;
+then the report model is assembled and the pages are rendered. Pictures are written
 during the passes (holding every feature map of thousands of images in memory is what
 this design avoids); everything is written into a temporary folder that only replaces
 the old site at the end.
@@ -17,11 +16,10 @@ import hashlib
 import math
 import os
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -350,50 +348,36 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
             n_images, len(class_names), sum(layer.output_shape[2] for layer in layers))
         grid_pixels = [math.prod(layer.grid_size_px) for layer in layers]
         site_plan = plan.plan_site(priority, grid_pixels, fixed, budget, options.max_gallery_images)
-        drawn, draw_rest = _drawing_pass(engine, site, site_plan, priority, budget - fixed,
-                                         layers, kept, memory.batch_size)
+        drawn = _drawing_pass(engine, site, site_plan, priority, budget - fixed, layers, kept,
+                              memory.batch_size)
+        passes.close()  # a cluster we started is not needed to render
+        stage_seconds["drawing"] = time.perf_counter() - drawing_started
 
-        def write_pages(stop: threading.Event) -> tuple:
-            """Explanations, the report and its pages: all they need is known once the first
-            drawn batch has fixed which images get feature maps."""
-            if history is not None:
-                from reportgen.curves import learning_curve_svg
-
-                for metric in ("accuracy", "loss"):
-                    site.write(layout.curve_asset(metric), learning_curve_svg(history, metric))
-            explanations = None
-            if grad_cam is not None:
-                explanations = gather_explanations(grad_cam, first.cam, true_labels,
-                                                   probabilities, list(class_names), site,
-                                                   options.embedding)
-            metrics = compute_metrics(true_labels, predicted, len(class_names))
-            best_val = max(history.val_accuracy) if history and history.val_accuracy else None
-            warnings = (*collapse_warnings(true_labels, probabilities, class_names, contract,
-                                           best_val),
-                        *_warnings(dataset, len(drawn), n_images, options, site_plan))
-            report = assemble_report(
-                options, dataset, obtained, contract, probe, layer_plan, layers,
-                image_slugs=image_slugs, true_labels=true_labels, probabilities=probabilities,
-                metrics=metrics, drawn=drawn, explanations=explanations, warnings=warnings,
-                generated_at=generated_at)
-            for path, data in render_site(report, site_url=options.site_url):
-                if stop.is_set():
-                    return None
-                site.write(path, data)
-            return metrics, warnings
-
-        # The pages are rendered in a thread while the rest of the feature maps are drawn:
-        # rendering is Python on one core, drawing mostly zlib and NumPy, which let go of
-        # the GIL, so together they keep both cores of a laptop busy (benchmarks/results.md).
-        with _beside(write_pages) as pages:
-            draw_rest()
-            stage_seconds["drawing"] = time.perf_counter() - drawing_started
-            render_started = time.perf_counter()  # what is left of it: pages not yet written
-            metrics, warnings = pages.result()
-        passes.close()  # a cluster we started is not needed any more
+        render_started = time.perf_counter()
         for cache in (pass_plan.level_cache, pass_plan.pixel_cache):
             if cache is not None:
                 shutil.rmtree(cache)  # not part of the site
+        if history is not None:
+            from reportgen.curves import learning_curve_svg
+
+            for metric in ("accuracy", "loss"):
+                site.write(layout.curve_asset(metric), learning_curve_svg(history, metric))
+        explanations = None
+        if grad_cam is not None:
+            explanations = gather_explanations(grad_cam, first.cam, true_labels, probabilities,
+                                         list(class_names), site, options.embedding)
+        metrics = compute_metrics(true_labels, predicted, len(class_names))
+        best_val = max(history.val_accuracy) if history and history.val_accuracy else None
+        warnings = (*collapse_warnings(true_labels, probabilities, class_names, contract,
+                                       best_val),
+                    *_warnings(dataset, len(drawn), n_images, options, site_plan))
+        report = assemble_report(
+            options, dataset, obtained, contract, probe, layer_plan, layers,
+            image_slugs=image_slugs, true_labels=true_labels, probabilities=probabilities,
+            metrics=metrics, drawn=drawn, explanations=explanations, warnings=warnings,
+            generated_at=generated_at)
+        for path, data in render_site(report, site_url=options.site_url):
+            site.write(path, data)
         stage_seconds["render"] = time.perf_counter() - render_started
         files, size = site.files_written, site.bytes_written
     for warning in warnings:
@@ -410,9 +394,8 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
 
 def _drawing_pass(engine, site: SiteWriter, site_plan: plan.SitePlan, priority: list[int],
                   room_bytes: int, layers: list[LayerEntry], kept: np.ndarray,
-                  batch_size: int) -> tuple[tuple[int, ...], Callable[[], None]]:
-    """Feature-map grids of the planned images' first batch: (the images that will be drawn,
-    a function that draws the rest of them).
+                  batch_size: int) -> tuple[int, ...]:
+    """Feature-map grids of the planned images; returns the images actually drawn.
 
     The plan's size per image is an estimate: after the first batch the real one is
     known, and if it is larger, fewer of the remaining images are drawn (the lowest
@@ -425,7 +408,7 @@ def _drawing_pass(engine, site: SiteWriter, site_plan: plan.SitePlan, priority: 
 
     planned = list(site_plan.drawn)
     if not planned:
-        return (), lambda: None
+        return ()
     draw = partial(pipeline.draw_pass,
                    layers=[pipeline.DrawLayer(layer.slug, layer.shown_channels)
                            for layer in layers])
@@ -438,31 +421,11 @@ def _drawing_pass(engine, site: SiteWriter, site_plan: plan.SitePlan, priority: 
         allowed = max(0, int((room_bytes - measured * len(first)) // measured))
         wanted = set(rest)
         rest = sorted([i for i in priority if i in wanted][:allowed])
-
-    def draw_rest() -> None:
-        if rest:
-            written = engine.map_reduce(draw, pipeline.shards([int(kept[i]) for i in rest],
-                                                              batch_size),
-                                        pipeline.add_written, label="Drawing feature maps")
-            site.count(written.files, written.bytes)
-
-    return tuple(first + rest), draw_rest
-
-
-@contextmanager
-def _beside(function: Callable[[threading.Event], object]) -> Iterator[Future]:
-    """``function(stop)`` in a thread of its own while the block runs: the block may wait for
-    it with ``.result()``. If the block fails (Ctrl-C included), ``stop`` is set and the thread
-    is waited for before the error goes on, so nothing writes into the staging folder after
-    the site writer has removed it; ``function`` checks ``stop`` between its writes."""
-    stop = threading.Event()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reportgen-pages") as pool:
-        future = pool.submit(function, stop)
-        try:
-            yield future
-        except BaseException:
-            stop.set()
-            raise
+    if rest:
+        written = engine.map_reduce(draw, pipeline.shards([int(kept[i]) for i in rest], batch_size),
+                                    pipeline.add_written, label="Drawing feature maps")
+        site.count(written.files, written.bytes)
+    return tuple(first + rest)
 
 
 def gather_explanations(grad_cam, cam: dict, true_labels: np.ndarray, probabilities: np.ndarray,
