@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +25,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 SECTION_START, SECTION_END = "<!-- big-models -->", "<!-- /big-models -->"
 BATCH = 64
+# The bound and the build are measured in turns, this many times each, and each side's best
+# is compared: on this shared 2-core VM the same build varies by several seconds between runs
+# (more after other runs' writes), so one run of each would compare luck, not code.
+TURNS = 2
 TIME = "/usr/bin/time"
 
 
@@ -148,18 +154,30 @@ def sections(work: Path, big_images: int, classes: int, class_images: int) -> li
                   (240, 300))
     model = mobilenet(work / "mobilenetv2-224.keras", 3)
     log(f"MobileNetV2 over {per_class * 3} images")
-    lower = forward_pass_seconds(model, data)
-    big = build(model, data, work / "site-mobilenet")
+    lowers, builds = [], []
+    for _ in range(TURNS):
+        os.sync()  # the previous run's writes are not flushed during this one
+        lowers.append(forward_pass_seconds(model, data))
+        shutil.rmtree(work / "site-mobilenet", ignore_errors=True)  # a fresh --out, untimed
+        os.sync()
+        builds.append(build(model, data, work / "site-mobilenet"))
+    lower = min(lowers)
+    big = min(builds, key=lambda b: b.wall_seconds)
     n = per_class * 3
+
+    def each(seconds: list[float]) -> str:
+        return ", ".join(f"{s / n * 1000:.1f}" for s in seconds)
     lines = [SECTION_START, "", "## Models people have: MobileNetV2 at 224×224", "",
              f"`keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), "
              f"classes=3)` over {n} generated 240×300 JPEGs, default options "
              "(`--memory-budget 2000`, `--max-site-mb 1000`, `--max-channels 64`).", "",
              "| measure | value |", "|---|---|",
-             f"| plain batched forward pass (lower bound), ms per image | {lower / n * 1000:.1f} |",
-             f"| `reportgen build`, ms per image (start-up included) | "
+             f"| plain batched forward pass (lower bound), ms per image: best of {TURNS} "
+             f"({each(lowers)}) | {lower / n * 1000:.1f} |",
+             f"| `reportgen build`, ms per image (start-up included): best of {TURNS} "
+             f"({each([b.wall_seconds for b in builds])}), taking turns with the bound | "
              f"{big.wall_seconds / n * 1000:.1f} |",
-             f"| build ÷ lower bound (target ≤ 3) | {big.wall_seconds / lower:.1f} |",
+             f"| build ÷ lower bound (target ≤ 3) | {big.wall_seconds / lower:.2f} |",
              f"| peak memory (max RSS) | {big.peak_rss_mb:,.0f} MB |",
              f"| batch chosen by the memory plan | {big.batch} |",
              f"| layers shown | {big.layers_shown} |",
