@@ -137,13 +137,8 @@ def picture_functions_ms(images: np.ndarray) -> dict[str, float]:
         for name, draw in (("input", lambda image, f=picture_format: drawing.input_picture(image, f)),
                            ("overlay", lambda image, f=picture_format:
                             overlays.overlay_picture(image, cam, f))):
-            best = float("inf")
-            for _ in range(REPEATS):
-                started = time.perf_counter()
-                for image in images:
-                    draw(image)
-                best = min(best, time.perf_counter() - started)
-            times[f"{name} {picture_format}"] = best / len(images) * 1e3
+            times[f"{name} {picture_format}"] = best_ms(draw, images, time.perf_counter,
+                                                        REPEATS)
     return times
 
 
@@ -152,15 +147,21 @@ CPU_REPEATS = 3
 DECODE_BATCH = 64  # about what the memory plan picks for MobileNetV2 at 224x224
 
 
-def cpu_ms(run: Callable[[object], object], items: list) -> float:
-    """CPU ms per item (time.process_time, this process), best of CPU_REPEATS passes."""
+def best_ms(run: Callable[[object], object], items: list, clock: Callable[[], float],
+            repeats: int) -> float:
+    """ms per item by ``clock``, the best of ``repeats`` passes over ``items``."""
     best = float("inf")
-    for _ in range(CPU_REPEATS):
-        started = time.process_time()
+    for _ in range(repeats):
+        started = clock()
         for item in items:
             run(item)
-        best = min(best, time.process_time() - started)
+        best = min(best, clock() - started)
     return best / len(items) * 1e3
+
+
+def cpu_ms(run: Callable[[object], object], items: list) -> float:
+    """CPU ms per item (time.process_time, this process), best of CPU_REPEATS passes."""
+    return best_ms(run, items, time.process_time, CPU_REPEATS)
 
 
 def first_pass_cpu(count: int) -> list[tuple[str, float, float]]:
