@@ -126,7 +126,8 @@ class GradCam:
                 raise UserError(f"--cam-layer {cam_layer!r} is not a feature-map layer of the "
                                 f"model; they are: {shown}")
             self.layer = matches[0]
-        missing = [path for path in layers if path not in {t.path for t in replayed.taps}]
+        tapped = {t.path for t in replayed.taps}
+        missing = [path for path in layers if path not in tapped]
         if missing:
             raise ValueError(f"not feature-map layers of the model: {missing}")
         # Replayed again with the CAM layer watched: the same graph, one identity layer more.
@@ -170,14 +171,12 @@ class GradCam:
                                          input_signature=[image_spec, labels_spec])
 
     def _maps(self, images, predicted, true):
-
         with _taping() as tape:
             feature_maps, features, logits = self._model(images, training=False)
             scores = _class_scores(logits, predicted, true)
         return self._cams(tape, feature_maps, features, scores)
 
     def _forward(self, images, true):
-
         with _taping() as tape:
             probabilities, feature_maps, features, logits, *shown = self._forward_model(
                 images, training=False)
