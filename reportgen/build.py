@@ -19,7 +19,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -228,8 +228,21 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo) -> BuildRe
 
     # Before the lock file is made beside the site: never in the data folder, nor at "/".
     check_target(options.out, [options.data])
-    with build_lock(options.out):
-        return _build(options, echo)
+    with build_lock(options.out), _page_process(options.jobs) as pages:
+        return _build(options, echo, pages)
+
+
+@contextmanager
+def _page_process(jobs: int):
+    """The process that will render the pages beside the drawing (``reportgen.pages``),
+    spawned now so that it is ready by then; none with ``--jobs 1``, which renders here."""
+    if jobs == 1:
+        yield None
+        return
+    from reportgen.pages import PageProcess
+
+    with PageProcess() as pages:
+        yield pages
 
 
 def _model_file(options: BuildOptions) -> Path:
@@ -258,7 +271,7 @@ def _engine(options: BuildOptions, pass_plan, model, grad_cam, probe, data_root:
                        write_folder=pass_plan.staging)
 
 
-def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
+def _build(options: BuildOptions, echo: Callable[[str], None], pages) -> BuildResult:
     started = time.perf_counter()
     stage_seconds: dict[str, float] = {}
     generated_at = _generated_at()
@@ -276,6 +289,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
     from reportgen import pipeline
     from reportgen.activations import ActivationProbe
     from reportgen.inputs import collapse_warnings, decide
+    from reportgen.pages import write_pages
     from reportgen.render import render_site
     from reportgen.stats import TOP_K
 
@@ -308,7 +322,9 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
     layer_slugs = _unique_slugs([layer.path for layer in probe.layers], slug=layer_slug)
     true_labels = np.array([r.label for r in test.images], dtype=np.int64)
 
-    with SiteWriter(options.out, protected=[dataset.root]) as site, ExitStack() as passes:
+    # Left in this order on a failure: rendering stopped, the engine closed, staging removed.
+    with (SiteWriter(options.out, protected=[dataset.root]) as site, ExitStack() as passes,
+          ExitStack() as rendering):
         pass_started = time.perf_counter()
         level_cache, pixel_cache = pipeline.create_caches(
             test, contract, [layer.output_shape for layer in probe.layers], site.temp)
@@ -348,15 +364,11 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
             n_images, len(class_names), sum(layer.output_shape[2] for layer in layers))
         grid_pixels = [math.prod(layer.grid_size_px) for layer in layers]
         site_plan = plan.plan_site(priority, grid_pixels, fixed, budget, options.max_gallery_images)
-        drawn = _drawing_pass(engine, site, site_plan, priority, budget - fixed, layers, kept,
-                              memory.batch_size)
-        passes.close()  # a cluster we started is not needed to render
-        stage_seconds["drawing"] = time.perf_counter() - drawing_started
+        drawn, rest = _draw_first_batch(engine, site, site_plan, priority, budget - fixed,
+                                        layers, kept, memory.batch_size)
+        drawing_seconds = time.perf_counter() - drawing_started
 
         render_started = time.perf_counter()
-        for cache in (pass_plan.level_cache, pass_plan.pixel_cache):
-            if cache is not None:
-                shutil.rmtree(cache)  # not part of the site
         if history is not None:
             from reportgen.curves import learning_curve_svg
 
@@ -376,9 +388,26 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
             image_slugs=image_slugs, true_labels=true_labels, probabilities=probabilities,
             metrics=metrics, drawn=drawn, explanations=explanations, warnings=warnings,
             generated_at=generated_at)
-        for path, data in render_site(report, site_url=options.site_url):
-            site.write(path, data)
-        stage_seconds["render"] = time.perf_counter() - render_started
+        if pages is not None:  # the pages are rendered there while the drawing goes on here
+            rendering.callback(pages.close)  # stopped before the staging folder is removed
+            pages.start(render_site, report, options.site_url, site.temp, site.target)
+        render_seconds = time.perf_counter() - render_started
+
+        drawing_started = time.perf_counter()
+        _draw(engine, site, rest, layers, kept, memory.batch_size)
+        passes.close()  # a cluster we started is not needed to render
+        for cache in (pass_plan.level_cache, pass_plan.pixel_cache):
+            if cache is not None:
+                shutil.rmtree(cache)  # not part of the site
+        stage_seconds["drawing"] = drawing_seconds + time.perf_counter() - drawing_started
+
+        render_started = time.perf_counter()
+        if pages is None:
+            write_pages(render_site, report, options.site_url, site)
+        else:
+            site.count(*pages.wait())
+        # Overlapping the drawing: the time the pages took beyond it, and the report's.
+        stage_seconds["render"] = render_seconds + time.perf_counter() - render_started
         files, size = site.files_written, site.bytes_written
     for warning in warnings:
         echo(f"warning: {warning}")
@@ -392,40 +421,46 @@ def _build(options: BuildOptions, echo: Callable[[str], None]) -> BuildResult:
                        warnings=warnings, stage_seconds=stage_seconds)
 
 
-def _drawing_pass(engine, site: SiteWriter, site_plan: plan.SitePlan, priority: list[int],
-                  room_bytes: int, layers: list[LayerEntry], kept: np.ndarray,
-                  batch_size: int) -> tuple[int, ...]:
-    """Feature-map grids of the planned images; returns the images actually drawn.
+def _draw_first_batch(engine, site: SiteWriter, site_plan: plan.SitePlan, priority: list[int],
+                      room_bytes: int, layers: list[LayerEntry], kept: np.ndarray,
+                      batch_size: int) -> tuple[tuple[int, ...], list[int]]:
+    """Feature-map grids of the first batch of planned images; returns the images that are
+    drawn, and those of them still to draw (``_draw``).
 
     The plan's size per image is an estimate: after the first batch the real one is
     known, and if it is larger, fewer of the remaining images are drawn (the lowest
     priorities are left out), so the site keeps to its budget. Indices are the report's;
     ``kept`` maps them to the pass plan's.
     """
-    from functools import partial
-
-    from reportgen import pipeline
-
     planned = list(site_plan.drawn)
     if not planned:
-        return ()
-    draw = partial(pipeline.draw_pass,
-                   layers=[pipeline.DrawLayer(layer.slug, layer.shown_channels)
-                           for layer in layers])
+        return (), []
     first, rest = planned[:batch_size], planned[batch_size:]
-    written = engine.map_reduce(draw, [pipeline.Shard(0, tuple(int(kept[i]) for i in first))],
-                                pipeline.add_written, label="Drawing feature maps")
-    site.count(written.files, written.bytes)
+    written = _draw(engine, site, first, layers, kept, batch_size)
     measured = written.bytes / len(first) + plan.HTML_BYTES_PER_GRID * len(layers)
     if rest and measured > site_plan.bytes_per_image:
         allowed = max(0, int((room_bytes - measured * len(first)) // measured))
         wanted = set(rest)
         rest = sorted([i for i in priority if i in wanted][:allowed])
-    if rest:
-        written = engine.map_reduce(draw, pipeline.shards([int(kept[i]) for i in rest], batch_size),
-                                    pipeline.add_written, label="Drawing feature maps")
-        site.count(written.files, written.bytes)
-    return tuple(first + rest)
+    return tuple(first + rest), rest
+
+
+def _draw(engine, site: SiteWriter, images: list[int], layers: list[LayerEntry],
+          kept: np.ndarray, batch_size: int):
+    """The feature-map grids of ``images`` (the report's indices), in shards of a batch."""
+    from functools import partial
+
+    from reportgen import pipeline
+
+    if not images:
+        return pipeline.Written(0, 0)
+    draw = partial(pipeline.draw_pass,
+                   layers=[pipeline.DrawLayer(layer.slug, layer.shown_channels)
+                           for layer in layers])
+    written = engine.map_reduce(draw, pipeline.shards([int(kept[i]) for i in images], batch_size),
+                                pipeline.add_written, label="Drawing feature maps")
+    site.count(written.files, written.bytes)
+    return written
 
 
 def gather_explanations(grad_cam, cam: dict, true_labels: np.ndarray, probabilities: np.ndarray,

@@ -8,6 +8,7 @@ someone else's folder must leave everything as it was.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -19,10 +20,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import browser
+import page_tasks
 import pytest
 
 # Tests marked slow need the session's trained site, or a process that imports TensorFlow.
@@ -305,13 +308,9 @@ def test_the_same_model_and_data_give_a_byte_identical_site(small_build, tmp_pat
 def _fail_rendering_after(count: int, monkeypatch) -> None:
     import reportgen.render
 
-    real = reportgen.render.render_site
-
-    def failing(report, **options):
-        yield from itertools.islice(real(report, **options), count)
-        raise RuntimeError("rendering failed on purpose")
-
-    monkeypatch.setattr(reportgen.render, "render_site", failing)
+    # By name: with --jobs 2 the build's page process imports it (see page_tasks.py).
+    monkeypatch.setattr(reportgen.render, "render_site",
+                        functools.partial(page_tasks.render_then_fail, count=count))
 
 
 def _fail_drawing_after(count: int, monkeypatch) -> None:
@@ -328,17 +327,20 @@ def _fail_drawing_after(count: int, monkeypatch) -> None:
 
 
 @pytest.mark.slow
-# Rendering fails after 20 pages; drawing after 5 of a batch's 12 layer tasks.
-@pytest.mark.parametrize(("sabotage", "count"), [(_fail_rendering_after, 20), (_fail_drawing_after, 5)])
-def test_a_failed_build_leaves_the_old_site_as_it_was(sabotage, count, small_site, small_dataset,
-                                                      small_model, tmp_path, monkeypatch):
+# Rendering fails after 20 pages (in the page process with --jobs 2, in the build's own with
+# --jobs 1); drawing after 5 of a batch's 12 layer tasks.
+@pytest.mark.parametrize(("sabotage", "count", "jobs"), [
+    (_fail_rendering_after, 20, 2), (_fail_rendering_after, 20, 1), (_fail_drawing_after, 5, 2)])
+def test_a_failed_build_leaves_the_old_site_as_it_was(sabotage, count, jobs, small_site,
+                                                      small_dataset, small_model, tmp_path,
+                                                      monkeypatch):
     from reportgen.build import BuildOptions, build
 
     site = tmp_path / "site"
     shutil.copytree(small_site, site)
     before = browser.read_tree(site)
     options = BuildOptions(data=small_dataset, out=site, model_path=small_model,
-                           images_per_page=4, jobs=2)
+                           images_per_page=4, jobs=jobs)
     with monkeypatch.context() as patch:
         sabotage(count, patch)
         with pytest.raises(RuntimeError, match="failed on purpose"):
@@ -348,6 +350,61 @@ def test_a_failed_build_leaves_the_old_site_as_it_was(sabotage, count, small_sit
     # The control: without the sabotage the same build does replace the site.
     build(options, echo=lambda line: None)
     assert read_report(site)["model"]["source"] == small_model.name
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_drawing_failure_stops_the_page_process_before_the_old_site_is_kept(
+        small_site, small_dataset, small_model, tmp_path, monkeypatch):
+    """The pages are rendered in a process of their own while the drawing goes on; when the
+    drawing fails, that process is stopped at once, before the staging folder is removed."""
+    import reportgen.render
+    from reportgen.build import BuildOptions, build
+
+    site = tmp_path / "site"
+    shutil.copytree(small_site, site)
+    before = browser.read_tree(site)
+    pid_file = tmp_path / "page-process.pid"
+    monkeypatch.setattr(reportgen.render, "render_site",
+                        functools.partial(page_tasks.render_forever, pid_file=pid_file))
+    # Batches of one image (the budget is too small for more), so the drawing goes on after
+    # the first batch, when the pages have begun; it fails in the second batch, once the
+    # page process has its report.
+    import reportgen.drawing
+
+    real, calls = reportgen.drawing.level_grid_pngs, itertools.count()
+
+    def failing(*args, **kwargs):
+        if next(calls) >= 12 + 5:
+            for _ in range(600):
+                if pid_file.exists():
+                    break
+                time.sleep(0.1)
+            raise RuntimeError("drawing failed on purpose")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reportgen.drawing, "level_grid_pngs", failing)
+    options = BuildOptions(data=small_dataset, out=site, model_path=small_model,
+                           images_per_page=4, jobs=2, memory_budget_mb=1)
+    # Were the page process not stopped, the build would wait ten minutes for it: a watchdog
+    # ends it sooner and the test fails.
+    killed_by_the_watchdog = threading.Event()
+
+    def watchdog() -> None:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            killed_by_the_watchdog.set()
+
+    timer = threading.Timer(120, watchdog)
+    timer.start()
+    try:
+        with pytest.raises(RuntimeError, match="drawing failed on purpose"):
+            build(options, echo=lambda line: None)
+    finally:
+        timer.cancel()
+    assert pid_file.exists(), "the pages were not being rendered when the drawing failed"
+    assert not killed_by_the_watchdog.is_set()
+    assert browser.read_tree(site) == before
     assert leftovers(tmp_path) == []
 
 

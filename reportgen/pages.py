@@ -1,0 +1,117 @@
+"""The pages rendered in a process of their own, beside the last of the drawing.
+
+Once the first drawn batch has fixed which images get feature maps, the report is complete
+and its pages can be rendered while the drawing pass goes on. Jinja is Python and holds the
+GIL, so rendering in a thread beside the drawing threads slowed both (measured: drawing and
+pages took 8.5-9.4 s together, against 6.7-7.4 s one after the other). A process has a GIL
+of its own. It is spawned when the build begins, so Python, Jinja and the templates load
+while TensorFlow imports and a core is idle; it then waits for its one report.
+
+The process writes into the build's staging folder through a ``SiteWriter`` of its own and
+sends back what it wrote, or the exception that stopped it, which the build raises as its
+own. It ignores Ctrl-C (the terminal sends it to the whole process group; the build decides),
+and the build stops it before the staging folder is removed, so nothing is written after.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from reportgen.site import SiteWriter
+
+Render = Callable[..., object]  # render_site(report, site_url=...): (path, bytes) pairs
+
+
+def write_pages(render: Render, report, site_url: str | None, site: SiteWriter) -> None:
+    """Every page ``render`` makes of ``report``, written by ``site``."""
+    for path, data in render(report, site_url=site_url):
+        site.write(path, data)
+
+
+class PageProcess:
+    """``start`` a report's rendering, go on with other work, then ``wait`` for it.
+
+    A context manager: leaving it stops the process, finished or not."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child,), name="reportgen-pages",
+                                        daemon=True)
+        self._process.start()
+        child.close()
+        self._started = False
+
+    def start(self, render: Render, report, site_url: str | None, staging: Path,
+              target: Path) -> None:
+        """Render ``report`` into ``staging``; ``render`` is passed by name (a module's
+        function), the report by value."""
+        assert not self._started, "a page process renders one report"
+        self._started = True
+        self._connection.send((render, report, site_url, staging, target))
+
+    def wait(self) -> tuple[int, int]:
+        """(files, bytes) written, once every page is; the process' exception is raised here."""
+        assert self._started, "wait() before start()"
+        try:
+            outcome = self._connection.recv()
+        except EOFError:  # killed (out of memory, a signal to it alone): no message, no pages
+            raise RuntimeError(f"the page-rendering process ended without finishing "
+                               f"(exit code {self._process.exitcode})") from None
+        if outcome[0] == "error":
+            raise outcome[1]
+        return outcome[1], outcome[2]
+
+    def close(self) -> None:
+        """Stop the process (at once, if it is still rendering) and wait for it to end; a
+        second call does nothing."""
+        self._connection.close()
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join()
+
+    def __enter__(self) -> PageProcess:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _serve(connection) -> None:
+    """The page process: ready the templates, render the one report it is sent, report back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from reportgen import render
+
+    environment = render.environment()
+    for name in environment.list_templates():  # compiled now, while the build is busy
+        environment.get_template(name)
+    try:
+        render_function, report, site_url, staging, target = connection.recv()
+    except EOFError:  # the build ended before it had pages to render
+        return
+    site = SiteWriter.into(staging, target)
+    try:
+        write_pages(render_function, report, site_url, site)
+    except Exception as error:  # noqa: BLE001 - sent to the build, which raises it
+        error.add_note("".join(traceback.format_exception(error)).rstrip()
+                       .replace("Traceback", "In the page-rendering process; traceback", 1))
+        connection.send(("error", _picklable(error)))
+        return
+    connection.send(("done", site.files_written, site.bytes_written))
+
+
+def _picklable(error: Exception) -> Exception:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - an exception type that does not pickle
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
+
+
+__all__ = ["PageProcess", "write_pages"]
