@@ -459,7 +459,11 @@ OTHER_PAGES = "render: overview, results, static files"
 PAGE_KINDS = (("images/", "render: image pages"), ("layers/", "render: layer pages"),
               ("cells/", "render: class and confusion-cell pages"),
               ("classes/", "render: class and confusion-cell pages"),
-              ("report.json", "render: report.json"))
+              ("report.json", "render: report.json"),
+              ("assets/atlas/", "render: atlas strips, drawn and written (report_files)"))
+
+
+ATLAS_STRIPS = PAGE_KINDS[-1][1]
 
 
 def page_kind(path: str) -> str:
@@ -482,8 +486,7 @@ STAGE_LABELS = {
                                        "files",
     ("first pass",): "first pass: the rest (gathering results)",
     ("merge",): "merge the shards' results (fold, merge_first)",
-    ("channel statistics",): "channel statistics, channel plan, atlas strips drawn and written "
-                             "(layer_entries)",
+    ("channel statistics",): "channel statistics, channel plan (layer_entries)",
     ("drawing pass", "read the level cache"): "drawing pass: levels from the cache",
     ("drawing pass", "read the pixel cache"): "drawing pass: pixels from the cache (levels over "
                                               "4 GB)",
@@ -587,7 +590,7 @@ def measure_stages(work: Path, data: Path, model_path: Path) -> StageResult:
             raise SystemExit(f"{data}: {len(first.unreadable)} test images failed to decode")
         layers = clock.time("channel statistics", build.layer_entries, probe,
                             [layer_slug(layer.path) for layer in probe.layers],
-                            first.accumulators, options.max_channels, worker.palette, site)
+                            first.accumulators, options.max_channels)
         draw_layers = [pipeline.DrawLayer(layer.slug, layer.shown_channels) for layer in layers]
         for shard in pipeline.shards(all_images, batch_size):
             written = clock.time("drawing pass", pipeline.draw_pass, worker, shard, draw_layers)
@@ -633,10 +636,12 @@ def best_stages(results: list[StageResult]) -> StageResult:
 
 
 def render_and_write(clock: StageClock, site, report) -> int:
-    """render_site's pages, each timed under its kind; returns how many there were."""
+    """report_files' strips and pages, each timed under its kind; returns how many pages
+    there were."""
+    from reportgen.pages import report_files
     from reportgen.render import render_site
 
-    pages, n_pages = render_site(report), 0
+    pages, n_pages = report_files(report, render=render_site), 0
     while True:
         started = time.perf_counter()
         page = next(pages, None)
@@ -644,7 +649,7 @@ def render_and_write(clock: StageClock, site, report) -> int:
             return n_pages
         clock.add((page_kind(page[0]),), time.perf_counter() - started)
         clock.time("write pages", site.write, *page)
-        n_pages += 1
+        n_pages += page_kind(page[0]) != ATLAS_STRIPS
 
 
 # -- 4: PNG settings ------------------------------------------------------------------------------

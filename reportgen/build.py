@@ -18,10 +18,10 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import click
@@ -176,18 +176,11 @@ def _drop_unreadable(options: BuildOptions, dataset: Dataset, unreadable: list,
     return replace(dataset, test=test)
 
 
-def layer_entries(probe, layer_slugs: list[str], accumulators: list, max_channels: int,
-                  palette: bytes, site: SiteWriter, jobs: int = 1) -> list[LayerEntry]:
-    """Each layer's statistics and channel plan; its atlas strips written on the way, in
-    ``jobs`` threads (NumPy and zlib let go of the GIL)."""
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return _layer_entries(probe, layer_slugs, accumulators, max_channels, palette, site,
-                              pool)
-
-
-def _layer_entries(probe, layer_slugs, accumulators, max_channels, palette, site,
-                   pool: ThreadPoolExecutor) -> list[LayerEntry]:
-    layers, strips = [], []
+def layer_entries(probe, layer_slugs: list[str], accumulators: list,
+                  max_channels: int) -> list[LayerEntry]:
+    """Each layer's statistics and channel plan. Its atlas strips are drawn from the report
+    with the pages (``reportgen.pages.report_files``)."""
+    layers = []
     for index, (layer, slug, accumulator) in enumerate(
             zip(probe.layers, layer_slugs, accumulators, strict=True)):
         stats = accumulator.result()
@@ -198,18 +191,7 @@ def _layer_entries(probe, layer_slugs, accumulators, max_channels, palette, site
                                  type_name=layer.type_name, output_shape=layer.output_shape,
                                  grid_size_px=(grid_width, grid_height), stats=stats,
                                  shown_channels=shown))
-        strips += [pool.submit(_write_strip, site, slug, channel, palette)
-                   for channel in stats.channels if channel.top and not channel.dead]
-    for strip in strips:
-        strip.result()  # raises a strip's error
     return layers
-
-
-def _write_strip(site: SiteWriter, layer_slug: str, channel, palette: bytes) -> None:
-    maps = [t.feature_map for t in channel.top]
-    low = min(0.0, min(float(m.min()) for m in maps))
-    site.write(layout.atlas_asset(layer_slug, channel.index),
-               drawing.strip_png(maps, low, max(channel.max, low), palette))
 
 
 def page_bytes(n_images: int, n_classes: int, n_channels: int) -> int:
@@ -275,7 +257,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None], pages) -> BuildRe
     started = time.perf_counter()
     stage_seconds: dict[str, float] = {}
     generated_at = _generated_at()
-    palette = drawing.colormap_palette(options.colormap)
+    drawing.colormap_palette(options.colormap)  # a wrong --colormap fails now, not after the passes
     if options.explain and options.embedding == "tsne":  # before the pass, not after an hour of it
         from reportgen.explain import require_tsne
 
@@ -289,7 +271,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None], pages) -> BuildRe
     from reportgen import pipeline
     from reportgen.activations import ActivationProbe
     from reportgen.inputs import collapse_warnings, decide
-    from reportgen.pages import write_pages
+    from reportgen.pages import report_files, write_pages
     from reportgen.render import render_site
     from reportgen.stats import TOP_K
 
@@ -351,8 +333,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None], pages) -> BuildRe
         n_images, true_labels = len(test.images), true_labels[kept]
         image_slugs = [image_slugs[i] for i in kept]
         probabilities = first.probabilities
-        layers = layer_entries(probe, layer_slugs, first.accumulators, options.max_channels,
-                               palette, site, jobs=options.jobs)
+        layers = layer_entries(probe, layer_slugs, first.accumulators, options.max_channels)
         stage_seconds["statistics"] = time.perf_counter() - pass_started
 
         drawing_started = time.perf_counter()
@@ -388,9 +369,10 @@ def _build(options: BuildOptions, echo: Callable[[str], None], pages) -> BuildRe
             image_slugs=image_slugs, true_labels=true_labels, probabilities=probabilities,
             metrics=metrics, drawn=drawn, explanations=explanations, warnings=warnings,
             generated_at=generated_at)
+        files_of_report = partial(report_files, render=render_site)
         if pages is not None:  # the pages are rendered there while the drawing goes on here
             rendering.callback(pages.close)  # stopped before the staging folder is removed
-            pages.start(render_site, report, options.site_url, site.temp, site.target)
+            pages.start(files_of_report, report, options.site_url, site.temp, site.target)
         render_seconds = time.perf_counter() - render_started
 
         drawing_started = time.perf_counter()
@@ -403,7 +385,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None], pages) -> BuildRe
 
         render_started = time.perf_counter()
         if pages is None:
-            write_pages(render_site, report, options.site_url, site)
+            write_pages(files_of_report, report, options.site_url, site)
         else:
             site.count(*pages.wait())
         # Overlapping the drawing: the time the pages took beyond it, and the report's.
@@ -448,8 +430,6 @@ def _draw_first_batch(engine, site: SiteWriter, site_plan: plan.SitePlan, priori
 def _draw(engine, site: SiteWriter, images: list[int], layers: list[LayerEntry],
           kept: np.ndarray, batch_size: int):
     """The feature-map grids of ``images`` (the report's indices), in shards of a batch."""
-    from functools import partial
-
     from reportgen import pipeline
 
     if not images:

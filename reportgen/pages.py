@@ -1,4 +1,4 @@
-"""The pages rendered in a process of their own, beside the last of the drawing.
+"""The pages (and the atlas strips) rendered in a process of their own, beside the drawing.
 
 Once the first drawn batch has fixed which images get feature maps, the report is complete
 and its pages can be rendered while the drawing pass goes on. Jinja is Python and holds the
@@ -18,16 +18,36 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from reportgen import drawing, layout
 from reportgen.site import SiteWriter
 
-Render = Callable[..., object]  # render_site(report, site_url=...): (path, bytes) pairs
+Render = Callable[..., Iterator[tuple[str, bytes]]]  # (report, site_url=...): files
+
+
+def report_files(report, *, render: Render, site_url: str | None = None
+                 ) -> Iterator[tuple[str, bytes]]:
+    """What is made of the finished report alone: the atlas strips (each channel's top
+    images, kept in its statistics), then every page ``render`` makes. The build renders
+    ``functools.partial(report_files, render=render_site)``."""
+    palette = drawing.colormap_palette(report.colormap)
+    for layer in report.layers:
+        for channel in layer.stats.channels:
+            if channel.top and not channel.dead:
+                yield layout.atlas_asset(layer.slug, channel.index), _strip(channel, palette)
+    yield from render(report, site_url=site_url)
+
+
+def _strip(channel, palette: bytes) -> bytes:
+    maps = [top.feature_map for top in channel.top]
+    low = min(0.0, min(float(feature_map.min()) for feature_map in maps))
+    return drawing.strip_png(maps, low, max(channel.max, low), palette)
 
 
 def write_pages(render: Render, report, site_url: str | None, site: SiteWriter) -> None:
-    """Every page ``render`` makes of ``report``, written by ``site``."""
+    """Every file ``render`` makes of ``report``, written by ``site``."""
     for path, data in render(report, site_url=site_url):
         site.write(path, data)
 
@@ -114,4 +134,4 @@ def _picklable(error: Exception) -> Exception:
     return error
 
 
-__all__ = ["PageProcess", "write_pages"]
+__all__ = ["PageProcess", "report_files", "write_pages"]
