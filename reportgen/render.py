@@ -49,9 +49,20 @@ def templates_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
 
 
+class _ViewEnvironment(jinja2.Environment):
+    """Jinja looks `view.name` up as an attribute first and as a key only after the attribute
+    lookup has raised; the views are plain dicts, so their keys are looked up first here. A
+    dict's methods are never named in a template."""
+
+    def getattr(self, obj, attribute):
+        if type(obj) is dict and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
+    env = _ViewEnvironment(
         loader=jinja2.FileSystemLoader(templates_dir()),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
@@ -715,6 +726,31 @@ def report_json(report: Report) -> dict:
     }
 
 
+# Strict JSON (a NaN fails the render), names as written (UTF-8, no \\u escapes).
+_ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+JSON_SPREAD_LEVELS = 4
+
+
+def json_text(value, levels: int = JSON_SPREAD_LEVELS, indent: str = "") -> str:
+    """JSON a person can read, written by json's C encoder.
+
+    Objects, and arrays of objects or arrays, are spread one member per line down to `levels`
+    deep (a layer's channels, an image's fields); anything deeper is one line (a channel's
+    record, a Grad-CAM map). json.dumps(indent=...) would spread every number over a line of
+    its own and takes json's pure-Python encoder, several times slower.
+    """
+    if levels and value and (isinstance(value, dict) or (
+            isinstance(value, list) and isinstance(value[0], dict | list))):
+        inner = indent + " "
+        if isinstance(value, dict):
+            members = [f"{inner}{_ENCODE_JSON(key)}: {json_text(item, levels - 1, inner)}"
+                       for key, item in value.items()]
+            return "{\n" + ",\n".join(members) + f"\n{indent}}}"
+        members = [inner + json_text(item, levels - 1, inner) for item in value]
+        return "[\n" + ",\n".join(members) + f"\n{indent}]"
+    return _ENCODE_JSON(value)
+
+
 # -- the whole site -----------------------------------------------------------------------------
 
 def sitemap_xml(site_url: str, pages: list[str]) -> bytes:
@@ -771,8 +807,7 @@ def render_site(report: Report, site_url: str | None = None) -> Iterator[tuple[s
         **common).encode("utf-8")
     if site_url:
         yield "sitemap.xml", sitemap_xml(site_url, listed)
-    yield "report.json", (json.dumps(report_json(report), indent=1, ensure_ascii=False,
-                                     allow_nan=False) + "\n").encode("utf-8")
+    yield "report.json", (json_text(report_json(report)) + "\n").encode("utf-8")
     for name in STATIC_FILES:
         yield f"static/{name}", (templates_dir() / "static" / name).read_bytes()
     yield ".nojekyll", b""
