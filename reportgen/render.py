@@ -124,7 +124,7 @@ class Views:
         self.gallery_position = {i: position for position, i in enumerate(report.drawn_indices)}
         self.many_classes = len(report.class_names) > MATRIX_TABLE_MAX_CLASSES
         self.macros = environment().globals["macros"]
-        self._grid_px: dict[str, tuple[int, int]] = {}
+        self._layer_grids: dict[str, tuple[int, int, str]] = {}
         self._gallery_heads: dict[tuple[int, str], dict] = {}
         self._max_class_mean: dict[str, float] = {}
         # An atlas names its top images by path, and many channels share the same few.
@@ -150,28 +150,30 @@ class Views:
             "cam_src": render_explain.cam_src(self.report, image),
         }
 
-    def grid_px(self, layer: LayerEntry) -> tuple[int, int]:
-        """(width, height) of a layer's grid on the page, the same for every image."""
-        size = self._grid_px.get(layer.slug)
-        if size is None:
+    def _layer_grid(self, layer: LayerEntry) -> tuple[int, int, str]:
+        """(width, height) of a layer's grid on the page and the start of its alt text: the
+        same for every image."""
+        grid = self._layer_grids.get(layer.slug)
+        if grid is None:
             width, height = layer.grid_size_px
             # Tiles about MAP_TILE_TARGET_PX wide, as long as the grid fits GRID_MAX_WIDTH_PX.
             scale = max(1, min(integer_scale(MAP_TILE_TARGET_PX, layer.output_shape[1]),
                                GRID_MAX_WIDTH_PX // width))
-            size = self._grid_px[layer.slug] = (width * scale, height * scale)
-        return size
+            grid = self._layer_grids[layer.slug] = (
+                width * scale, height * scale, f"{self.channels_sentence(layer)} of {layer.path}")
+        return grid
 
     def grid(self, layer: LayerEntry, image: ImageEntry) -> dict:
-        width, height = self.grid_px(layer)
+        width, height, alt = self._layer_grid(layer)
         return {
             "src": layout.map_asset(layer.slug, image.slug),
             "width": width,
             "height": height,
-            "alt": f"{self.channels_sentence(layer)} of {layer.path} for {image.path}",
+            "alt": f"{alt} for {image.path}",
         }
 
     def grid_height(self, layer: LayerEntry) -> int:
-        return self.grid_px(layer)[1] if self.report.images else 0
+        return self._layer_grid(layer)[1] if self.report.images else 0
 
     def gallery_head(self, image: ImageEntry, root: str) -> dict:
         """An image's part of its gallery entries, the same on every layer's gallery: its

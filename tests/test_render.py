@@ -310,6 +310,7 @@ def test_each_gallery_entry_shows_its_own_image_and_its_own_layer(site):
                 assert re.findall(r'src="([^"]+)"', entry) == [
                     f"../../assets/inputs/{slug}.png", f"../../assets/maps/{layer.slug}/{slug}.png"]
                 assert f"<code>{image.path}</code>" in entry and f'alt="{image.path}"' in entry
+                assert f' of {layer.path} for {image.path}" loading="lazy">' in entry
                 assert ("→" in entry) == (not image.correct)
                 entries += 1
     assert entries == len(report.layers) * len(report.drawn_indices)
