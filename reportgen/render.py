@@ -124,9 +124,12 @@ class Views:
         self.gallery_position = {i: position for position, i in enumerate(report.drawn_indices)}
         self.many_classes = len(report.class_names) > MATRIX_TABLE_MAX_CLASSES
         self.macros = environment().globals["macros"]
-        self._layer_grids: dict[str, tuple[int, int, str]] = {}
+        # What is the same on every page that shows a layer, worked out once per layer.
+        self._layer_grids = {layer.slug: self._layer_grid(layer) for layer in report.layers}
+        self._max_class_mean = {layer.slug: max(
+            (m for ch in layer.stats.channels for m in ch.class_means if math.isfinite(m)),
+            default=0.0) for layer in report.layers}
         self._gallery_heads: dict[tuple[int, str], dict] = {}
-        self._max_class_mean: dict[str, float] = {}
         # An atlas names its top images by path, and many channels share the same few.
         self.path_slug = lru_cache(maxsize=None)(image_slug)
 
@@ -151,20 +154,15 @@ class Views:
         }
 
     def _layer_grid(self, layer: LayerEntry) -> tuple[int, int, str]:
-        """(width, height) of a layer's grid on the page and the start of its alt text: the
-        same for every image."""
-        grid = self._layer_grids.get(layer.slug)
-        if grid is None:
-            width, height = layer.grid_size_px
-            # Tiles about MAP_TILE_TARGET_PX wide, as long as the grid fits GRID_MAX_WIDTH_PX.
-            scale = max(1, min(integer_scale(MAP_TILE_TARGET_PX, layer.output_shape[1]),
-                               GRID_MAX_WIDTH_PX // width))
-            grid = self._layer_grids[layer.slug] = (
-                width * scale, height * scale, f"{self.channels_sentence(layer)} of {layer.path}")
-        return grid
+        """(width, height) of a layer's grid on the page and the start of its alt text."""
+        width, height = layer.grid_size_px
+        # Tiles about MAP_TILE_TARGET_PX wide, as long as the whole grid fits GRID_MAX_WIDTH_PX.
+        scale = max(1, min(integer_scale(MAP_TILE_TARGET_PX, layer.output_shape[1]),
+                           GRID_MAX_WIDTH_PX // width))
+        return width * scale, height * scale, f"{self.channels_sentence(layer)} of {layer.path}"
 
     def grid(self, layer: LayerEntry, image: ImageEntry) -> dict:
-        width, height, alt = self._layer_grid(layer)
+        width, height, alt = self._layer_grids[layer.slug]
         return {
             "src": layout.map_asset(layer.slug, image.slug),
             "width": width,
@@ -173,7 +171,7 @@ class Views:
         }
 
     def grid_height(self, layer: LayerEntry) -> int:
-        return self._layer_grid(layer)[1] if self.report.images else 0
+        return self._layer_grids[layer.slug][1] if self.report.images else 0
 
     def gallery_head(self, image: ImageEntry, root: str) -> dict:
         """An image's part of its gallery entries, the same on every layer's gallery: its
@@ -192,12 +190,7 @@ class Views:
 
     def max_class_mean(self, layer: LayerEntry) -> float:
         """The highest finite class mean of any channel of the layer (the atlas heatmap's top)."""
-        value = self._max_class_mean.get(layer.slug)
-        if value is None:
-            value = self._max_class_mean[layer.slug] = max(
-                (m for ch in layer.stats.channels for m in ch.class_means if math.isfinite(m)),
-                default=0.0)
-        return value
+        return self._max_class_mean[layer.slug]
 
     @cached_property
     def cam_legend_html(self) -> str:
