@@ -10,7 +10,7 @@ import json
 import math
 import posixpath
 from collections.abc import Iterator
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -49,15 +49,27 @@ def templates_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
 
 
+class _ViewEnvironment(jinja2.Environment):
+    """Jinja looks `view.name` up as an attribute first and as a key only after the attribute
+    lookup has raised; the views are plain dicts, so their keys are looked up first here. A
+    dict's methods are never named in a template."""
+
+    def getattr(self, obj, attribute):
+        if type(obj) is dict and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
+    env = _ViewEnvironment(
         loader=jinja2.FileSystemLoader(templates_dir()),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=False,  # the templates ship with the package: no stat() per page
     )
     env.globals["macros"] = env.get_template("macros.html").make_module()
     return env
@@ -111,6 +123,15 @@ class Views:
         # Position of each drawn image in the galleries, by image index.
         self.gallery_position = {i: position for position, i in enumerate(report.drawn_indices)}
         self.many_classes = len(report.class_names) > MATRIX_TABLE_MAX_CLASSES
+        self.macros = environment().globals["macros"]
+        # What is the same on every page that shows a layer, worked out once per layer.
+        self._layer_grids = {layer.slug: self._layer_grid(layer) for layer in report.layers}
+        self._max_class_mean = {layer.slug: max(
+            (m for ch in layer.stats.channels for m in ch.class_means if math.isfinite(m)),
+            default=0.0) for layer in report.layers}
+        self._gallery_heads: dict[tuple[int, str], dict] = {}
+        # An atlas names its top images by path, and many channels share the same few.
+        self.path_slug = lru_cache(maxsize=None)(image_slug)
 
     def class_name(self, label: int) -> str:
         return self.report.class_names[label]
@@ -132,20 +153,64 @@ class Views:
             "cam_src": render_explain.cam_src(self.report, image),
         }
 
-    def grid(self, layer: LayerEntry, image: ImageEntry) -> dict:
+    def _layer_grid(self, layer: LayerEntry) -> tuple[int, int, str]:
+        """(width, height) of a layer's grid on the page and the start of its alt text."""
         width, height = layer.grid_size_px
         # Tiles about MAP_TILE_TARGET_PX wide, as long as the whole grid fits GRID_MAX_WIDTH_PX.
         scale = max(1, min(integer_scale(MAP_TILE_TARGET_PX, layer.output_shape[1]),
                            GRID_MAX_WIDTH_PX // width))
+        return width * scale, height * scale, f"{self.channels_sentence(layer)} of {layer.path}"
+
+    def grid(self, layer: LayerEntry, image: ImageEntry) -> dict:
+        width, height, alt = self._layer_grids[layer.slug]
         return {
             "src": layout.map_asset(layer.slug, image.slug),
-            "width": width * scale,
-            "height": height * scale,
-            "alt": f"{self.channels_sentence(layer)} of {layer.path} for {image.path}",
+            "width": width,
+            "height": height,
+            "alt": f"{alt} for {image.path}",
         }
 
     def grid_height(self, layer: LayerEntry) -> int:
-        return self.grid(layer, self.report.images[0])["height"] if self.report.images else 0
+        return self._layer_grids[layer.slug][1] if self.report.images else 0
+
+    def gallery_head(self, image: ImageEntry, root: str) -> dict:
+        """An image's part of its gallery entries, the same on every layer's gallery: its
+        picture and caption are rendered once (macros.html) and reused by every layer."""
+        key = (image.index, root)
+        head = self._gallery_heads.get(key)
+        if head is None:
+            thumb = self.thumb(image)
+            head = self._gallery_heads[key] = {
+                "anchor": f"img-{image.slug}",
+                "css": thumb["css"],
+                "input_html": self.macros.gallery_input(thumb, root),
+                "caption_html": self.macros.gallery_caption(thumb, root),
+            }
+        return head
+
+    def max_class_mean(self, layer: LayerEntry) -> float:
+        """The highest finite class mean of any channel of the layer (the atlas heatmap's top)."""
+        return self._max_class_mean[layer.slug]
+
+    @cached_property
+    def cam_legend_html(self) -> str:
+        """The Grad-CAM colour legend, the same on every image page."""
+        return self.macros.cam_legend(render_explain.legend())
+
+    @cached_property
+    def layer_sections(self) -> list[dict]:
+        """What an image page says about each layer, whichever the image."""
+        return [{
+            "anchor": f"layer-{layer.slug}",
+            "path": layer.path,
+            "meta": (f"{layer.type_name} · {' × '.join(str(d) for d in layer.output_shape)} · "
+                     f"{self.channels_sentence(layer)}"),
+        } for layer in self.report.layers]
+
+    @cached_property
+    def layer_jump_html(self) -> str:
+        """An image page's list of links to its layers' sections, the same on every one."""
+        return self.macros.layer_jump(self.layer_sections)
 
     def per_page(self, layer: LayerEntry) -> int:
         """Gallery images per page for a layer: fewer when its grids are tall."""
@@ -439,18 +504,12 @@ def image_view(report: Report, views: Views, image: ImageEntry, previous: ImageE
     scale = integer_scale(IMAGE_PAGE_TARGET_PX, max(height, width))
     drawn = image.index in views.gallery_position
     layers = []
-    for layer in report.layers:
+    for layer, section in zip(report.layers, views.layer_sections, strict=True):
         gallery = views.gallery_page(layer, image)
         layers.append({
-            "anchor": f"layer-{layer.slug}",
+            **section,
             "href": f"{gallery}#img-{image.slug}" if gallery else layout.layer_page(layer.slug),
-            "path": layer.path,
-            "type_name": layer.type_name,
-            "shape": " × ".join(str(d) for d in layer.output_shape),
-            "channels": views.channels_sentence(layer),
             "grid": views.grid(layer, image) if drawn else None,
-            "missing": "Feature maps were not drawn for this image (the site's size plan; see "
-                       "the overview).",
         })
     order = sorted(range(len(report.class_names)), key=lambda c: (-image.probabilities[c], c))
     if views.many_classes:
@@ -474,10 +533,13 @@ def image_view(report: Report, views: Views, image: ImageEntry, previous: ImageE
         "css": "correct" if image.correct else "wrong",
         "bars": bars,
         "cam": render_explain.image_cam_view(report, image, width * scale, height * scale),
+        "cam_legend": views.cam_legend_html,
         "bars_note": (f"The {TOP_CLASSES} most probable of {len(report.class_names):,} classes."
                       if views.many_classes else ""),
         "layers": layers,
-        "jump": len(layers) > 1,
+        "missing": ("Feature maps were not drawn for this image (the site's size plan; see the "
+                    "overview)."),
+        "jump": views.layer_jump_html if len(layers) > 1 else None,
         "scale_note": views.scale_note(),
         "nav": _nav(link(previous), link(next_),
                     {"href": layout.class_page(report.class_slugs[image.true_label]),
@@ -499,14 +561,13 @@ def atlas_view(report: Report, layer: LayerEntry, views: Views, page: int) -> di
     # shrunk for maps wider than the tile.
     strip_zoom = (max(1, (tile_width + 1) // (map_w + 1)) if map_w <= tile_width
                   else (tile_width + 1) / (map_w + 1))
-    max_class_mean = max((m for ch in stats.channels for m in ch.class_means if math.isfinite(m)),
-                         default=0.0)
+    max_class_mean = views.max_class_mean(layer)
     start = (page - 1) * ATLAS_CHANNELS_PER_PAGE
     on_page = stats.channels[start:start + ATLAS_CHANNELS_PER_PAGE]
     channels = []
     for ch in on_page:
-        top = [{"href": layout.image_page(image_slug(t.path)),
-                "src": layout.input_asset(image_slug(t.path), picture_format=report.pictures),
+        top = [{"href": layout.image_page(views.path_slug(t.path)),
+                "src": layout.input_asset(views.path_slug(t.path), picture_format=report.pictures),
                 "title": f"{t.path}: {report.class_names[t.label]}, max {number(t.score)}"}
                for t in ch.top]
         classes = range(len(report.class_names))
@@ -604,19 +665,11 @@ def layer_views(report: Report, views: Views) -> Iterator[tuple[str, str, dict]]
         per_page = views.per_page(layer)
         total = layout.page_count(len(drawn), per_page)
         header = _layer_header(report, layer, views, previous, next_)
+        root = layout.root_prefix(layout.layer_page(layer.slug))
         for number_ in range(1, total + 1):
             start = (number_ - 1) * per_page
-            entries = []
-            for image in drawn[start:start + per_page]:
-                thumb = views.thumb(image)
-                entries.append({
-                    "anchor": f"img-{image.slug}", "href": thumb["href"], "path": image.path,
-                    "input_src": thumb["src"], "input_width": thumb["width"],
-                    "input_height": thumb["height"], "true_name": thumb["true_name"],
-                    "predicted_name": thumb["predicted_name"], "wrong": not image.correct,
-                    "confidence": thumb["confidence"], "css": thumb["css"],
-                    "grid": views.grid(layer, image),
-                })
+            entries = [{**views.gallery_head(image, root), "grid": views.grid(layer, image)}
+                       for image in drawn[start:start + per_page]]
             yield layout.layer_page(layer.slug, number_), layer.path, {
                 **header,
                 "atlas": atlas_view(report, layer, views, 1) if number_ == 1 else None,
@@ -715,6 +768,31 @@ def report_json(report: Report) -> dict:
     }
 
 
+# Strict JSON (a NaN fails the render), names as written (UTF-8, no \\u escapes).
+_ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+JSON_SPREAD_LEVELS = 4
+
+
+def json_text(value, levels: int = JSON_SPREAD_LEVELS, indent: str = "") -> str:
+    """JSON a person can read, written by json's C encoder.
+
+    Objects, and arrays of objects or arrays, are spread one member per line down to `levels`
+    deep (a layer's channels, an image's fields); anything deeper is one line (a channel's
+    record, a Grad-CAM map). json.dumps(indent=...) would spread every number over a line of
+    its own and takes json's pure-Python encoder, several times slower.
+    """
+    if levels and value and (isinstance(value, dict) or (
+            isinstance(value, list) and isinstance(value[0], dict | list))):
+        inner = indent + " "
+        if isinstance(value, dict):
+            members = [f"{inner}{_ENCODE_JSON(key)}: {json_text(item, levels - 1, inner)}"
+                       for key, item in value.items()]
+            return "{\n" + ",\n".join(members) + f"\n{indent}}}"
+        members = [inner + json_text(item, levels - 1, inner) for item in value]
+        return "[\n" + ",\n".join(members) + f"\n{indent}]"
+    return _ENCODE_JSON(value)
+
+
 # -- the whole site -----------------------------------------------------------------------------
 
 def sitemap_xml(site_url: str, pages: list[str]) -> bytes:
@@ -771,8 +849,7 @@ def render_site(report: Report, site_url: str | None = None) -> Iterator[tuple[s
         **common).encode("utf-8")
     if site_url:
         yield "sitemap.xml", sitemap_xml(site_url, listed)
-    yield "report.json", (json.dumps(report_json(report), indent=1, ensure_ascii=False,
-                                     allow_nan=False) + "\n").encode("utf-8")
+    yield "report.json", (json_text(report_json(report)) + "\n").encode("utf-8")
     for name in STATIC_FILES:
         yield f"static/{name}", (templates_dir() / "static" / name).read_bytes()
     yield ".nojekyll", b""

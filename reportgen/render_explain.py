@@ -59,7 +59,7 @@ def image_cam_view(report: Report, image: ImageEntry, width: int, height: int) -
                           "alt": f"Grad-CAM of {image.path} for {names[image.true_label]}"})
     quality = float(explanations.label_quality[image.index])
     return {
-        "overlays": overlays_, "width": width, "height": height, "legend": legend(),
+        "overlays": overlays_, "width": width, "height": height,
         "note": (f"Grad-CAM on layer {explanations.cam_layer}, for the class's "
                  f"{explanations.cam_target.replace('_', ' ')}; stretched bilinearly from "
                  f"{explanations.cam_maps.shape[1]} × {explanations.cam_maps.shape[2]} to the "

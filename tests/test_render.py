@@ -293,6 +293,65 @@ def test_gallery_pages_split_images(site):
     assert "Channel atlas" in first and "Channel atlas" not in third
 
 
+def test_each_gallery_entry_shows_its_own_image_and_its_own_layer(site):
+    """An image's picture and caption are rendered once and reused by every layer's gallery
+    (render.Views.gallery_head); each entry must still show, name and link its own image."""
+    report = tiny_report()
+    images = {image.slug: image for image in report.images}
+    entries = 0
+    for layer in report.layers:
+        for page in (p for p in site if p.startswith(f"layers/{layer.slug}/") and "atlas" not in p):
+            for rest in site[page].decode().split('<div class="entry ')[1:]:
+                entry = rest.partition("</figure>")[0]  # up to the end of its grid
+                css, slug = re.match(r'(\w+)" id="img-([^"]+)"', entry).groups()
+                image = images[slug]
+                assert css == ("correct" if image.correct else "wrong")
+                assert set(re.findall(r'href="([^"]+)"', entry)) == {f"../../images/{slug}.html"}
+                assert re.findall(r'src="([^"]+)"', entry) == [
+                    f"../../assets/inputs/{slug}.png", f"../../assets/maps/{layer.slug}/{slug}.png"]
+                assert f"<code>{image.path}</code>" in entry and f'alt="{image.path}"' in entry
+                assert f' of {layer.path} for {image.path}" loading="lazy">' in entry
+                assert ("→" in entry) == (not image.correct)
+                entries += 1
+    assert entries == len(report.layers) * len(report.drawn_indices)
+
+
+def test_each_layers_heatmap_is_shaded_up_to_its_own_highest_class_mean(site):
+    for layer in tiny_report().layers:
+        html = site[layout.layer_page(layer.slug)].decode()
+        heatmap = html.partition('<table class="heatmap">')[2].partition("</table>")[0]
+        shades = [int(s) for s in re.findall(r'class="shade-(\d+)"', heatmap)]
+        assert len(shades) == layer.output_shape[2] * 3 and max(shades) == 10, layer.path
+
+
+def test_report_json_is_spread_over_lines_four_levels_deep():
+    value = {"a": 1, "layers": [{"path": "x", "channels": [{"index": 0, "top": [{"path": "é"}]},
+                                                           {"index": 1, "top": []}]}],
+             "empty": [], "numbers": [1.5, None], "matrix": [[1, 2], [3, 4]]}
+    text = render.json_text(value)
+    assert json.loads(text) == value
+    assert text.splitlines() == [
+        "{",
+        ' "a": 1,',
+        ' "layers": [',
+        "  {",
+        '   "path": "x",',
+        '   "channels": [',
+        '    {"index": 0, "top": [{"path": "é"}]},',
+        '    {"index": 1, "top": []}',
+        "   ]",
+        "  }",
+        " ],",
+        ' "empty": [],',
+        ' "numbers": [1.5, null],',
+        ' "matrix": [',
+        "  [1, 2],",
+        "  [3, 4]",
+        " ]",
+        "}",
+    ]
+
+
 def test_integer_scale_keeps_pixels_square():
     assert integer_scale(84, 28) == 3
     assert integer_scale(56, 3, max_px=20) == 6

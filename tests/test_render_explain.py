@@ -176,3 +176,13 @@ def test_a_pca_map_drawn_instead_of_tsne_says_why():
     assert ("Asked for t-SNE, but every image has the same features, which t-SNE cannot spread "
             "out, so PCA drew this map.") in page
     assert json.loads(rendered["report.json"])["explanations"]["embedding"]["method"] == "pca"
+
+
+def test_every_image_page_shows_the_cam_legend_of_the_results_page(site):
+    legend = re.search(r'<figure class="cam-legend">.*?</figure>', site["results.html"].decode(),
+                       re.S).group(0)
+    assert legend.count("<stop ") > 2
+    images = [page for page in site if page.startswith("images/")]
+    assert images and all(site[page].decode().count(legend) == 1 for page in images)
+    plain = dict(render_site(tiny_report()))
+    assert not any(b"cam-legend" in plain[page] for page in images)
