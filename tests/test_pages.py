@@ -8,7 +8,10 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import page_tasks
 import pytest
@@ -68,16 +71,16 @@ def test_ctrl_c_is_left_to_the_build_and_close_stops_the_process(staging, tmp_pa
     _wait_for(ready)
     os.kill(int(ready.read_text()), signal.SIGINT)  # a terminal sends it to the whole group
     time.sleep(0.5)
-    assert pages._process.is_alive()
+    assert pages._process.poll() is None
     pages.close()  # what the build does when it fails or is interrupted: no wait of ten minutes
-    assert pages._process.exitcode == -signal.SIGTERM
+    assert pages._process.returncode == -signal.SIGTERM
     pages.close()  # and again, harmlessly
 
 
 def test_a_process_given_no_report_ends_when_closed():
     pages = PageProcess()
     pages.close()
-    assert pages._process.exitcode in (0, -signal.SIGTERM)
+    assert pages._process.returncode in (0, -signal.SIGTERM)
 
 
 def _wait_for(path, seconds: float = 60) -> None:
@@ -86,3 +89,29 @@ def _wait_for(path, seconds: float = 60) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"{path} never appeared")
+
+
+UNGUARDED_SCRIPT = """
+import sys
+from pathlib import Path
+print("the script ran", flush=True)
+from reportgen.pages import PageProcess
+import page_tasks
+staging = Path(sys.argv[1])
+with PageProcess() as pages:
+    pages.start(page_tasks.toy_pages, ["a"], None, staging, staging.parent / "site")
+    print(pages.wait(), flush=True)
+"""
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    """multiprocessing's spawn would run a script that builds, unguarded, again in the page
+    process (and build twice); the page process is a plain subprocess."""
+    script = tmp_path / "build_my_site.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    tests = str(Path(__file__).parent)
+    result = subprocess.run([sys.executable, str(script), str(staging)], capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": tests}, check=True)
+    assert result.stdout.splitlines() == ["the script ran", "(1, 13)"], result.stderr
