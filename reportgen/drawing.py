@@ -57,8 +57,13 @@ def colormap_palette(name: str = default(BuildOptions, "colormap")) -> bytes:
     return colours.tobytes() + bytes(GAP_RGB)
 
 
+# The smallest span a scale is drawn on: 254 / span overflows float32 below about 7.5e-37.
+# A layer whose values all lie closer together than this is drawn on this span (dark).
+MIN_SPAN = np.float32(1e-36)
+
+
 def _to_levels(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    span = np.where(high > low, high - low, 1.0)
+    span = np.where(high > low, np.maximum(high - low, MIN_SPAN), 1.0)
     levels = values - low  # then in place: the same arithmetic, one temporary instead of four
     levels *= TOP_LEVEL / span
     levels += 0.5
@@ -88,7 +93,7 @@ def layer_levels_into(out: np.ndarray, image_maps: np.ndarray, high) -> None:
     """
     low = np.float32(min(image_maps.min(), 0.0))
     levels = image_maps - low
-    levels *= TOP_LEVEL / (np.float32(high) - low if high > low else np.float32(1.0))
+    levels *= TOP_LEVEL / (max(np.float32(high) - low, MIN_SPAN) if high > low else np.float32(1.0))
     levels += np.float32(0.5)
     out[...] = levels.reshape(out.shape)  # truncates to uint8, as astype does
 
