@@ -186,3 +186,29 @@ def test_every_image_page_shows_the_cam_legend_of_the_results_page(site):
     assert images and all(site[page].decode().count(legend) == 1 for page in images)
     plain = dict(render_site(tiny_report()))
     assert not any(b"cam-legend" in plain[page] for page in images)
+
+
+@pytest.mark.browser
+def test_long_tables_scroll_in_a_box_of_their_own_so_no_page_grows_past_twenty_screens(
+        chromium, tmp_path):
+    """600 classes and a model of 600 layers: the per-class table, the classes' mean maps and
+    the overview's two tables of layers each made a page of 20,000 px and more (146,000 px
+    for the results page of 1,000 classes)."""
+    import browser
+
+    from reportgen.report import FeatureLayerRow, ModelRow
+
+    names = [f"class {i:04d}" for i in range(600)]
+    report = explained(tiny_report(class_names=names, images_per_page=24,
+                                   paths=[f"{names[i]}/img_{i}.png" for i in range(600)]))
+    rows = tuple(ModelRow(f"layer_{i}", "Conv2D", "(batch, 8, 8, 4)", 148) for i in range(600))
+    hidden = tuple(FeatureLayerRow(f"layer_{i}", "Conv2D", (8, 8, 4), False) for i in range(600))
+    report = dataclasses.replace(report, model=dataclasses.replace(report.model, rows=rows),
+                                 feature_layers=report.feature_layers + hidden)
+    for path, data in render_site(report):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(data)
+    found = browser.crawl(tmp_path, chromium, pages=["index.html", "results.html"])
+    assert {page: found[page].height_px for page in found
+            if found[page].height_px > browser.MAX_PAGE_HEIGHT_PX} == {}
+    assert [page for page in found if found[page].overflow_px] == []
