@@ -24,6 +24,19 @@ def atlas_page(layer_slug: str, page: int = 1) -> str:
     return layer_page(layer_slug) if page == 1 else f"layers/{layer_slug}/atlas-{page}.html"
 
 
+ATLAS_CHANNELS_PER_PAGE = 64
+
+
+def atlas_page_of(channel: int) -> int:
+    """The atlas page (from 1) that shows ``channel``."""
+    return channel // ATLAS_CHANNELS_PER_PAGE + 1
+
+
+def channel_link(layer_slug: str, channel: int) -> str:
+    """A channel's entry in its layer's atlas, on whichever page of it the channel is."""
+    return f"{atlas_page(layer_slug, atlas_page_of(channel))}#c{channel}"
+
+
 def class_page(class_slug: str, page: int = 1) -> str:
     return f"classes/{class_slug}.html" if page == 1 else f"classes/{class_slug}-page-{page}.html"
 

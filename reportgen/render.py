@@ -35,7 +35,7 @@ CONFUSED_PAIRS = 50
 TOP_CLASSES = 10  # probability bars and class means shown per image and channel, many classes
 CONFUSION_PICTURE_PX = 800  # the matrix picture is at least this wide
 THUMBS_PER_PAGE = 96  # class and cell pages
-ATLAS_CHANNELS_PER_PAGE = 64
+ATLAS_CHANNELS_PER_PAGE = layout.ATLAS_CHANNELS_PER_PAGE
 RANKING_SHOWN = 64
 # A gallery page holds at most this many pixels of grids (about 15 screens), so pages of
 # big maps hold fewer images.
@@ -547,10 +547,6 @@ def image_view(report: Report, views: Views, image: ImageEntry, previous: ImageE
     }
 
 
-def _atlas_page_of(channel: int) -> int:
-    return channel // ATLAS_CHANNELS_PER_PAGE + 1
-
-
 def atlas_view(report: Report, layer: LayerEntry, views: Views, page: int) -> dict:
     """One page of a layer's channel atlas: ATLAS_CHANNELS_PER_PAGE channels."""
     stats = layer.stats
@@ -602,8 +598,8 @@ def atlas_view(report: Report, layer: LayerEntry, views: Views, page: int) -> di
         "title": f"channel {ch.index}, {name}: {number(ch.class_means[c])}",
     } for ch in on_page]} for c, name in enumerate(report.class_names)]
     ranking = [{"index": ch.index, "anchor": f"c{ch.index}",
-                "page": (layout.atlas_page(layer.slug, _atlas_page_of(ch.index))
-                         if _atlas_page_of(ch.index) != page else ""),
+                "page": (layout.atlas_page(layer.slug, layout.atlas_page_of(ch.index))
+                         if layout.atlas_page_of(ch.index) != page else ""),
                 "selectivity": number(ch.selectivity),
                 "preferred": _preferred_class(report, ch.class_means)}
                for ch in stats.by_selectivity()[:RANKING_SHOWN]] if page == 1 else []

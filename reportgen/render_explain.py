@@ -107,7 +107,7 @@ def results_explain_view(report: Report) -> dict | None:
             "cell": f"{names[t]} → {names[p]}",
             "href": layout.cell_page(slugs[t], slugs[p]),
             "channels": [{"label": f"channel {c} (+{excess:.3g})",
-                          "href": layout.layer_page(cam_slug) + f"#c{c}" if cam_slug else None}
+                          "href": layout.channel_link(cam_slug, c) if cam_slug else None}
                          for c, excess in top],
         })
     return {

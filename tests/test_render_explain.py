@@ -212,3 +212,21 @@ def test_long_tables_scroll_in_a_box_of_their_own_so_no_page_grows_past_twenty_s
     assert {page: found[page].height_px for page in found
             if found[page].height_px > browser.MAX_PAGE_HEIGHT_PX} == {}
     assert [page for page in found if found[page].overflow_px] == []
+
+
+def test_a_channel_behind_a_confusion_links_to_the_atlas_page_that_shows_it():
+    """The atlas of a layer of over 64 channels is paged (DenseNet121's CAM layer has 1,024):
+    the link to channel 100 goes to the page that shows it (a crawl of a DenseNet121 site
+    found links to the first page instead)."""
+    report = explained(tiny_report(conv_channels=130))
+    cell = first_mistake_cell(report)
+    report = dataclasses.replace(report, explanations=dataclasses.replace(
+        report.explanations, confusion_channels=((*cell, ((100, 0.5), (5, 0.25))),)))
+    site = dict(render_site(report))
+    channels = re.search(r"<h3>Channels behind a confusion</h3>(.*?)</ul>",
+                         site["results.html"].decode(), re.S)[1]
+    links = re.findall(r'href="([^"#]+)#(c\d+)"', channels)
+    assert [anchor for _, anchor in links] == ["c100", "c5"]
+    for page, anchor in links:
+        assert f'id="{anchor}"' in site[page].decode(), (page, anchor)
+    assert links[0][0] != links[1][0]  # two pages of the atlas

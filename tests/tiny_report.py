@@ -25,8 +25,9 @@ CLASS_NAMES = ("circles", "squares", "triangles")
 
 
 def tiny_report(class_names=CLASS_NAMES, paths=None, images_per_page: int = 2,
-                with_history: bool = True) -> Report:
-    """Six 8x8 images, two layers (4x4x3 and 2x2x2), one dead channel, two mistakes."""
+                with_history: bool = True, conv_channels: int = 3) -> Report:
+    """Six 8x8 images, two layers (4x4x3 and 2x2x2), one dead channel, two mistakes;
+    ``conv_channels`` for a first layer of more channels (over 64: an atlas of pages)."""
     rng = np.random.default_rng(0)
     n_classes = len(class_names)
     if paths is None:
@@ -37,7 +38,8 @@ def tiny_report(class_names=CLASS_NAMES, paths=None, images_per_page: int = 2,
         if i not in (1, 4):
             probabilities[i] = np.roll(np.sort(probabilities[i])[::-1], label)
     layers = []
-    for index, (path, shape) in enumerate((("block/conv", (4, 4, 3)), ("pool", (2, 2, 2)))):
+    for index, (path, shape) in enumerate((("block/conv", (4, 4, conv_channels)),
+                                           ("pool", (2, 2, 2)))):
         maps = rng.random((len(paths), *shape), dtype=np.float32)
         maps[..., 0] = 0.0 if index == 0 else maps[..., 0]  # one dead channel
         accumulator = LayerStatsAccumulator(shape[2], n_classes)
