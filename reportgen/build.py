@@ -3,8 +3,10 @@
 Plan, gather, then write. The layer and memory plans come from the model's graph; the
 first pass (``reportgen.pipeline``) gives every test image's prediction, every shown
 channel's statistics and Grad-CAM from one forward pass per batch; the channel and site
-plans need all of that, so a second pass draws the feature maps of the planned images;
-then the report model is assembled and the pages are rendered. Pictures are written
+plans need all of that, so a second pass draws the feature maps of the planned images.
+Once its first batch has fixed which images are drawn, the report model is assembled and
+its pages are rendered (``reportgen.pages``: in a process of its own with ``--jobs`` above 1,
+while the drawing goes on). Pictures are written
 during the passes (holding every feature map of thousands of images in memory is what
 this design avoids); everything is written into a temporary folder that only replaces
 the old site at the end.
