@@ -32,6 +32,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,20 +245,39 @@ def _cache_rows(folder: Path) -> dict[int, tuple[str, int]]:
 
 def _cached_rows(worker: Worker, folder: Path,
                  indices: Sequence[int]) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
-    """(indices, their rows stacked) from a cache the first pass wrote, a batch at a time."""
+    """(indices, their rows stacked) from a cache the first pass wrote, a batch at a time.
+
+    Each row is read into the batch with a plain read, not through a memory map: mapped
+    pages of the files would count in the process' resident memory (a whole cache of
+    640 MB for ResNet50 over 102 photos) though only a batch of rows is needed at once."""
     if folder not in worker.cache_rows:  # once per worker: the first pass is over by now
         worker.cache_rows[folder] = _cache_rows(folder)
     where = worker.cache_rows[folder]
-    files: dict[str, np.ndarray] = {}
-    for start in range(0, len(indices), worker.plan.batch_size):
-        chunk = tuple(indices[start:start + worker.plan.batch_size])
-        rows = []
-        for index in chunk:
-            path, row = where[index]
-            if path not in files:
-                files[path] = np.load(path, mmap_mode="r")
-            rows.append(files[path][row])
-        yield chunk, np.stack(rows)
+    with ExitStack() as files:
+        opened: dict[str, tuple] = {}
+        for start in range(0, len(indices), worker.plan.batch_size):
+            chunk = tuple(indices[start:start + worker.plan.batch_size])
+            rows = None
+            for position, index in enumerate(chunk):
+                path, row = where[index]
+                if path not in opened:
+                    opened[path] = _open_rows(files.enter_context(open(path, "rb")))
+                file, offset, shape, dtype = opened[path]
+                if rows is None:
+                    rows = np.empty((len(chunk), *shape[1:]), dtype)
+                file.seek(offset + row * rows[0].nbytes)
+                if file.readinto(rows[position]) != rows[0].nbytes:
+                    raise OSError(f"{path} is shorter than its header says")
+            yield chunk, rows
+
+
+def _open_rows(file) -> tuple:
+    """(file, where its data begin, shape, dtype) of an .npy file opened for reading."""
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(file)]
+    shape, fortran_order, dtype = read_header(file)
+    assert not fortran_order, "the caches are written in C order"
+    return file, file.tell(), shape, dtype
 
 
 def _decoded(plan: PassPlan, indices: Sequence[int]) -> Iterator[Batch]:
