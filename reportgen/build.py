@@ -253,15 +253,18 @@ def _absolute(split: Split) -> Split:
     return replace(split, root=split.root.resolve(), data_root=data_root)
 
 
-def _engine(options: BuildOptions, pass_plan, model, grad_cam, probe, data_root: Path):
-    """The engine the passes run on: this process (the model and probe the build already has)
-    or a Dask cluster, whose workers load the model from its file."""
+def _engine(options: BuildOptions, pass_plan, model, grad_cam, probe, data_root: Path,
+            top_pool):
+    """The engine the passes run on: this process (the model and probe the build already has,
+    the shards' top images pooled in ``top_pool``) or a Dask cluster, whose workers load the
+    model from its file."""
     from reportgen import pipeline
     from reportgen.engines import make_engine
 
     if options.engine == "local":
         def open_worker(plan):
-            return pipeline.Worker(plan, model, grad_cam=grad_cam, probe=probe)
+            return pipeline.Worker(plan, model, grad_cam=grad_cam, probe=probe,
+                                   top_pool=top_pool)
     else:
         open_worker = pipeline.open_worker
     return make_engine(options.engine, pass_plan, open_worker, workers=options.workers,
@@ -290,7 +293,7 @@ def _build(options: BuildOptions, echo: Callable[[str], None], pages) -> BuildRe
     from reportgen.inputs import collapse_warnings, decide
     from reportgen.pages import report_files, write_pages
     from reportgen.render import render_site
-    from reportgen.stats import TOP_K
+    from reportgen.stats import TOP_K, TopPool
 
     contract = decide(model, obtained.sidecar, options.preprocess, resize=options.resize)
     echo(f"Input: {contract.description}")
@@ -338,11 +341,14 @@ def _build(options: BuildOptions, echo: Callable[[str], None], pages) -> BuildRe
             target=site.target, staging=site.temp, level_cache=level_cache,
             pixel_cache=pixel_cache,
             pictures=drawing.picture_format(options.pictures, spec.height, spec.width))
+        top_pool = TopPool() if options.engine == "local" else None
         engine = passes.enter_context(
-            _engine(options, pass_plan, model, grad_cam, probe, dataset.root))
+            _engine(options, pass_plan, model, grad_cam, probe, dataset.root, top_pool))
         first = engine.map_reduce(pipeline.first_pass,
                                   pipeline.shards(range(len(test.images)), memory.batch_size),
                                   pipeline.merge_first, label="Reading test images")
+        if top_pool is not None:
+            top_pool.restore(first.accumulators)
         gc.freeze()  # and the traced steps, and what the pass gathered
         site.count(first.files, first.bytes)
         # Decoded once, in the pass: failures are known only now.

@@ -107,7 +107,7 @@ class Worker:
     """One process's model, forward pass and drawing threads, for any number of shards."""
 
     def __init__(self, plan: PassPlan, model, *, grad_cam=None, probe=None,
-                 timer: Callable = untimed):
+                 timer: Callable = untimed, top_pool=None):
         """``grad_cam`` (explain) or ``probe`` may be given already built on ``model``, with the
         plan's layers: the build's own process has made them to plan. ``timer(stage, function,
         *args)`` runs the passes' decoding, forward passes, statistics, drawing and writes."""
@@ -115,6 +115,9 @@ class Worker:
 
         self.plan = plan
         self.timer = timer
+        # In the build's own process, each shard's top images go here, not into its result
+        # (stats.TopPool); workers in other processes send theirs with their results.
+        self.top_pool = top_pool
         self.cache_rows: dict[Path, dict[int, tuple[str, int]]] = {}  # read once, by draw_pass
         self.palette = drawing.colormap_palette(plan.colormap)
         self.grad_cam = self.probe = None
@@ -361,6 +364,8 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
         if cam is not None:
             cams.append(cam)
     files, size = drawing_threads.finish()
+    if worker.top_pool is not None:
+        worker.top_pool.absorb(accumulators)
     for folder, rows_kept in ((plan.pixel_cache, cache), (plan.level_cache, levels)):
         if rows_kept is not None:
             timer("write the cache", _save_shard_cache, drawing_threads.site, plan.staging,

@@ -8,6 +8,7 @@ counts, maxima, dead flags and top-k lists exactly, means up to float64 summatio
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -206,6 +207,33 @@ def _selectivity(class_means: np.ndarray, class_has_images: np.ndarray) -> np.nd
     return np.divide(spread, average, out=np.zeros_like(average), where=average != 0)
 
 
+class TopPool:
+    """Each layer's top images, gathered from the shards of a pass as they finish.
+
+    The best images of a union do not depend on the order they are gathered in (score, then
+    path, decide), so unlike the sums, which are added in the fold's fixed tree, they need not
+    travel with the partial results: a build in one process pools them at once. The partial
+    results held a set of top-9 maps each, about six sets alive at once, 227 MB a set for
+    ResNet50's 18 shown layers at 224x224 (3.3 GB peak, now 2.7 GB at the same batch).
+    """
+
+    def __init__(self) -> None:
+        self._tops: dict[int, _TopLists | None] = {}
+        self._lock = threading.Lock()
+
+    def absorb(self, accumulators: Sequence[LayerStatsAccumulator]) -> None:
+        """Take the top images out of a shard's accumulators (one per layer, in order)."""
+        for index, accumulator in enumerate(accumulators):
+            top = accumulator.take_top()
+            with self._lock:
+                self._tops[index] = _combine(self._tops.get(index), top, accumulator.top_k)
+
+    def restore(self, accumulators: Sequence[LayerStatsAccumulator]) -> None:
+        """Give the pooled top images to the pass' merged accumulators."""
+        for index, accumulator in enumerate(accumulators):
+            accumulator.put_top(self._tops.pop(index, None))
+
+
 class LayerStatsAccumulator:
     """Per-channel statistics of one layer, fed batch by batch and mergeable across shards."""
 
@@ -224,6 +252,15 @@ class LayerStatsAccumulator:
         self._channel_max = np.full(n_channels, -np.inf, np.float32)
         self._map_shape: tuple[int, int] | None = None  # (h, w), known from the first batch
         self._top: _TopLists | None = None
+
+    def take_top(self) -> _TopLists | None:
+        """The top images so far, handed over: this accumulator keeps none (``TopPool``)."""
+        top, self._top = self._top, None
+        return top
+
+    def put_top(self, top: _TopLists | None) -> None:
+        """Top images gathered elsewhere, joined to this accumulator's own."""
+        self._top = _combine(self._top, top, self.top_k)
 
     def update(self, feature_maps: np.ndarray, labels: np.ndarray, paths: Sequence[str],
                spatial_max: np.ndarray | None = None) -> None:

@@ -163,8 +163,8 @@ def test_memory_plan_sizes_the_batch_from_the_selected_maps():
     plan = plan_memory([(10, 10, 10)], [(10, 10, 10), (20, 20, 10)], (8, 8, 3), top_k=9,
                        budget_bytes=1_000_000)
     assert plan.bytes_per_image == 4 * 4_000 + 4 * 16_000 + 768
-    assert plan.fixed_bytes == 2 * 9 * 4_000
-    assert plan.batch_size == (1_000_000 - 72_000) // 80_768 == 11
+    assert plan.fixed_bytes == 4 * 9 * 4_000
+    assert plan.batch_size == (1_000_000 - 144_000) // 80_768 == 10
     assert not plan.over_budget
 
 

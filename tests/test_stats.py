@@ -479,3 +479,25 @@ def test_mismatched_accumulators_and_empty_results_are_refused():
         LayerStatsAccumulator(3, 2).merge(LayerStatsAccumulator(4, 2))
     with pytest.raises(ValueError, match="^no images have been added, so there are no statistics$"):
         LayerStatsAccumulator(3, 2).result()
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (3, 1, 0, 2), (2, 3, 1, 0)])
+def test_top_images_pooled_in_any_order_are_those_of_one_accumulator(order):
+    """A build in one process pools each shard's top images as the shard finishes (TopPool),
+    whatever the order, while the sums go through the fold: the same statistics, maps too."""
+    from reportgen.stats import TopPool
+
+    layers = [make_layer(seed=23, n_images=40), make_layer(seed=29, n_images=40, n_channels=3)]
+    whole = [accumulate(*layer).result() for layer in layers]
+    cuts = [(0, 9), (9, 20), (20, 33), (33, 40)]
+    shards = [[accumulate(maps[a:b], labels[a:b], paths[a:b]) for maps, labels, paths in layers]
+              for a, b in cuts]
+    pool = TopPool()
+    for shard in order:
+        pool.absorb(shards[shard])
+        assert all(accumulator.take_top() is None for accumulator in shards[shard])
+    merged = [shards[0][i].merge(shards[1][i]).merge(shards[2][i].merge(shards[3][i]))
+              for i in range(len(layers))]
+    pool.restore(merged)
+    for got, want in zip((m.result() for m in merged), whole, strict=True):
+        assert got.differences(want) == []
