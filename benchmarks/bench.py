@@ -158,7 +158,7 @@ class BuildRun:
 BUILD_DRIVER = """
 import json, sys
 from pathlib import Path
-from reportgen.build import BuildOptions, build
+from reportgen.stages import BuildOptions, build
 
 stages_path, data, model, out, jobs = sys.argv[1:]
 result = build(BuildOptions(data=Path(data), model_path=Path(model), out=Path(out),
@@ -297,7 +297,7 @@ def article_draw_image(image: np.ndarray, image_maps: list[np.ndarray], names: l
 
 def batches(n_images: int, batch_size: int | None = None) -> list[slice]:
     """The build's inference batches: reportgen draws a batch and a layer at a time."""
-    from reportgen.build import INFERENCE_BATCH
+    from reportgen.stages import INFERENCE_BATCH
 
     size = batch_size or INFERENCE_BATCH
     return [slice(start, min(start + size, n_images)) for start in range(0, n_images, size)]
@@ -773,7 +773,7 @@ def scaling_section(builds: list[BuildRun], lower_bound_ms: float) -> list[str]:
              f"A subprocess per size, `--jobs {builds[0].jobs}`, the fastest of "
              f"{BUILD_REPEATS} runs. Wall time includes start-up "
              "(TensorFlow import, model load), the scan and the atomic swap. The build runs as "
-             "`reportgen build` runs it, through `reportgen.build.build`; model, statistics "
+             "`reportgen build` runs it, through `reportgen.stages.build`; model, statistics "
              "(the first pass: predictions, statistics, Grad-CAM, input pictures; then the "
              "channel plan), drawing (the feature-map pass) and render are its own "
              "`BuildResult.stage_seconds`. CPU s is user + system of all "

@@ -298,8 +298,8 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
                         "class folders")
     if site_url is not None:
         site_url = checked_site_url(site_url)
-    from reportgen.build import BuildOptions
-    from reportgen.build import build as build_site
+    from reportgen.stages import BuildOptions
+    from reportgen.stages import build as build_site
     _install_sigterm_handler()
     options = BuildOptions(
         data=data, labels=labels, out=out, model_path=model_path, history_path=history_path,

@@ -87,6 +87,9 @@ class LocalEngine:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._worker = None
 
     @property

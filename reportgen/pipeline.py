@@ -1,6 +1,6 @@
 """The build's passes over the test images, as plain stages an engine can run anywhere.
 
-``reportgen.build`` plans, then runs two passes through an engine (``reportgen.engines``:
+``reportgen.stages`` plans, then runs two passes through an engine (``reportgen.engines``:
 this process, or the workers of a Dask cluster), then assembles the report and renders it:
 
 1. ``first_pass`` over shards of every test image: one taped forward pass per batch
@@ -87,6 +87,9 @@ class PassPlan:
     pictures: str  # "png" or "jpeg": input pictures and CAM overlays (drawing.picture_format)
     pixel_cache: Path | None  # .npy files of every test image's pixels, or None
     level_cache: Path | None = None  # .npy files of every image's shown maps as levels, or None
+    # Data given in memory (reportgen.given), read once into .npy files of pixels in the
+    # pixel cache's layout: the passes read their images from there instead of decoding files.
+    given_pixels: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -200,15 +203,18 @@ class _Drawing:
 
 def create_caches(plan_test: Split, contract: InputContract,
                   layer_shapes: Sequence[tuple[int, int, int]],
-                  staging: Path) -> tuple[Path | None, Path | None]:
+                  staging: Path, *, pixels_kept: bool = False) -> tuple[Path | None, Path | None]:
     """(level cache, pixel cache): the folder where the first pass keeps every test image's
     levels (a file per shard, written by whichever worker ran it) when they fit in
-    LEVEL_CACHE_MAX_BYTES, else the one for its pixels when they fit; None for neither."""
+    LEVEL_CACHE_MAX_BYTES, else the one for its pixels when they fit; None for neither.
+    ``pixels_kept``: the pixels are on disk already (data given in memory), no pixel cache."""
     n_images = len(plan_test.images)
     if n_images * sum(math.prod(shape) for shape in layer_shapes) <= LEVEL_CACHE_MAX_BYTES:
         path = staging / LEVEL_CACHE_NAME
         path.mkdir()
         return path, None
+    if pixels_kept:
+        return None, None
     return None, create_pixel_cache(plan_test, contract, staging)
 
 
@@ -283,8 +289,14 @@ def _open_rows(file) -> tuple:
     return file, file.tell(), shape, dtype
 
 
-def _decoded(plan: PassPlan, indices: Sequence[int]) -> Iterator[Batch]:
-    """Batches of the images at ``indices`` (positions in the test split), decoded from files."""
+def _decoded(worker: Worker, indices: Sequence[int]) -> Iterator[Batch]:
+    """Batches of the images at ``indices`` (positions in the test split), decoded from files
+    (or read from the pixels of data given in memory)."""
+    plan = worker.plan
+    if plan.given_pixels is not None:
+        for chunk, images in _cached_rows(worker, plan.given_pixels, indices):
+            yield Batch(images, tuple(plan.test.images[i] for i in chunk), chunk)
+        return
     subset = dataclasses.replace(plan.test, images=tuple(plan.test.images[i] for i in indices))
     for batch in iter_batches(subset, plan.contract.spec, plan.batch_size):
         yield dataclasses.replace(batch, indices=tuple(indices[i] for i in batch.indices))
@@ -333,7 +345,7 @@ def first_pass(worker: Worker, shard: Shard) -> FirstPassResult:
     rows = {index: row for row, index in enumerate(shard.indices)}
     true_labels = np.asarray(plan.true_labels, dtype=np.int64)
     indices, probabilities, cams, unreadable = [], [], [], []
-    for batch in _timed(timer, "decode", _decoded(plan, shard.indices)):
+    for batch in _timed(timer, "decode", _decoded(worker, shard.indices)):
         unreadable.extend(batch.unreadable)
         if not batch.records:
             continue
@@ -466,7 +478,7 @@ def draw_pass(worker: Worker, shard: Shard, layers: Sequence[DrawLayer]) -> Writ
         return Written(*drawing_threads.finish())
     true_labels = np.asarray(plan.true_labels, dtype=np.int64)
     batches = (_timed(timer, "read the pixel cache", _cached(worker, shard.indices))
-               if plan.pixel_cache else _timed(timer, "decode", _decoded(plan, shard.indices)))
+               if plan.pixel_cache else _timed(timer, "decode", _decoded(worker, shard.indices)))
     for batch in batches:
         if not batch.records:
             continue

@@ -30,7 +30,7 @@ SMALL_IMAGES_PER_PAGE = 4  # so each layer gallery has 3 pages
 class BuiltSite:
     path: Path
     model: Path  # the trained model the build cached (with its sidecar)
-    options: object  # the reportgen.build.BuildOptions it was built with
+    options: object  # the reportgen.stages.BuildOptions it was built with
     log: tuple[str, ...]  # what the build reported, one line each
 
 
@@ -99,8 +99,8 @@ def small_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_build(tmp_path_factory, small_dataset) -> BuiltSite:
     """The small site, built once: 1 epoch of 5 steps, 4 images per gallery page."""
-    from reportgen.build import BuildOptions, build
     from reportgen.options import TrainOptions
+    from reportgen.stages import BuildOptions, build
 
     if os.environ.get("SOURCE_DATE_EPOCH"):
         pytest.fail("unset SOURCE_DATE_EPOCH: these tests expect sites without a build date")

@@ -394,7 +394,7 @@ def differing(first: dict[str, bytes], second: dict[str, bytes]) -> list[str]:
 
 def build_site(inputs: Path, out: Path, monkeypatch, **engine) -> dict[str, bytes]:
     import reportgen.plan
-    from reportgen.build import BuildOptions, build
+    from reportgen.stages import BuildOptions, build
 
     # Batches of 4, so 36 images make several shards of whole batches on any engine.
     monkeypatch.setattr(reportgen.plan, "MAX_BATCH", 4)
@@ -426,7 +426,7 @@ def test_a_dask_build_is_byte_identical_to_a_local_one_even_if_a_worker_dies(
 @pytest.mark.slow
 def test_a_build_on_a_cluster_started_with_dasks_command_line(build_inputs, tmp_path):
     """As acceptance checks it: `dask scheduler`, `dask worker --nworkers 2`, `reportgen build`."""
-    from reportgen.build import BuildOptions, build
+    from reportgen.stages import BuildOptions, build
 
     build(BuildOptions(data=build_inputs / "data", model_path=build_inputs / "model.keras",
                        out=tmp_path / "local"), echo=lambda line: None)  # the CLI's batches

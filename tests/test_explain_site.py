@@ -59,7 +59,7 @@ def test_the_crawl_follows_the_embedding_map_links(small_site, chromium, tmp_pat
 
 @pytest.mark.slow
 def test_no_explain_skips_all_of_it(small_build, tmp_path):
-    from reportgen.build import build
+    from reportgen.stages import build
 
     out = tmp_path / "site"
     result = build(dataclasses.replace(small_build.options, out=out, explain=False),

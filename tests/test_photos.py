@@ -389,8 +389,8 @@ def tiny_model(path: Path, n_classes: int) -> Path:
 @pytest.mark.slow
 def test_a_build_on_photos_reads_each_once_and_predicts_what_the_model_says(tmp_path,
                                                                             monkeypatch):
-    from reportgen.build import BuildOptions, build
     from reportgen.keras_import import keras
+    from reportgen.stages import BuildOptions, build
 
     photos = tmp_path / "photos"
     save(photos / "dogs" / "big.jpg", photo_like(1600, 1200, seed=1), quality=90)

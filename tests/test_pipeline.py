@@ -66,7 +66,7 @@ def test_shards_are_whole_batches_in_order():
 def test_the_caches_change_no_byte_of_the_site(small_build, tmp_path, monkeypatch):
     """Drawing from the levels the first pass kept, from its pixels (the network run again) or
     from the files decoded again gives the same site, for a few of the images."""
-    from reportgen.build import build
+    from reportgen.stages import build
 
     options = dataclasses.replace(small_build.options, model_path=small_build.model,
                                   max_gallery_images=5)
@@ -98,8 +98,8 @@ def test_the_caches_change_no_byte_of_the_site(small_build, tmp_path, monkeypatc
 @pytest.mark.slow
 def test_a_full_disk_while_the_cache_is_written_is_one_line_and_the_old_site_stays(
         small_build, tmp_path, monkeypatch):
-    from reportgen.build import build
     from reportgen.errors import UserError
+    from reportgen.stages import build
 
     site = tmp_path / "site"
     shutil.copytree(small_build.path, site)

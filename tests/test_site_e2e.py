@@ -291,7 +291,7 @@ def test_csp_forbids_the_network_on_every_page(small_site):
 
 @pytest.mark.slow
 def test_the_same_model_and_data_give_a_byte_identical_site(small_build, tmp_path):
-    from reportgen.build import build
+    from reportgen.stages import build
 
     again = tmp_path / "site"
     log: list[str] = []
@@ -334,7 +334,7 @@ def _fail_drawing_after(count: int, monkeypatch) -> None:
 def test_a_failed_build_leaves_the_old_site_as_it_was(sabotage, count, jobs, small_site,
                                                       small_dataset, small_model, tmp_path,
                                                       monkeypatch):
-    from reportgen.build import BuildOptions, build
+    from reportgen.stages import BuildOptions, build
 
     site = tmp_path / "site"
     shutil.copytree(small_site, site)
@@ -359,7 +359,7 @@ def test_a_drawing_failure_stops_the_page_process_before_the_old_site_is_kept(
     """The pages are rendered in a process of their own while the drawing goes on; when the
     drawing fails, that process is stopped at once, before the staging folder is removed."""
     import reportgen.render
-    from reportgen.build import BuildOptions, build
+    from reportgen.stages import BuildOptions, build
 
     site = tmp_path / "site"
     shutil.copytree(small_site, site)
@@ -568,8 +568,8 @@ def test_out_accepts_a_new_or_empty_folder_and_its_own_site(small_dataset, tmp_p
 @pytest.mark.slow
 def test_the_site_budget_leaves_out_galleries_not_predictions(small_dataset, small_model,
                                                               tmp_path, monkeypatch):
-    from reportgen import build as build_module
     from reportgen import plan
+    from reportgen import stages as build_module
 
     plans, original = [], plan.plan_site
 
