@@ -25,7 +25,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Check the code with ruff and the GitHub workflows with zizmor."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
-    session.run("ruff", "check", "reportgen", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "reportgen", "tests", "benchmarks", "noxfile.py", "docs/hooks.py")
     session.run("zizmor", "--offline", ".github/workflows/")
 
 
@@ -49,6 +49,13 @@ def report(session: nox.Session) -> None:
     """Build the sample report on the bundled shapes into output/site."""
     session.install(".")
     session.run("reportgen", "build", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the user guide (docs/, mkdocs.yml) into output/guide with --strict."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "docs"))
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

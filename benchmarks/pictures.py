@@ -267,9 +267,9 @@ def sections(images: int = 32, cpu_images: int = 300) -> list[str]:
         *[f"| {name} | {ms:.2f} | {share:.0%} |" for name, ms, share in cpu],
         "",
         f"`--pictures auto` writes JPEG quality {drawing.JPEG_QUALITY}, {drawing.JPEG_SUBSAMPLING} "
-        f"from a {drawing.JPEG_MIN_SIDE_PX}-pixel shorter side (README, *Input pictures and "
-        f"overlays*, says why). 1-minute load average {load_before:.1f} as this section began "
-        f"and {os.getloadavg()[0]:.1f} as it ended, on {os.cpu_count()} cores.",
+        f"from a {drawing.JPEG_MIN_SIDE_PX}-pixel shorter side (the guide's *Input pictures and "
+        f"overlays*, docs/drawing.md, says why). 1-minute load average {load_before:.1f} as this "
+        f"section began and {os.getloadavg()[0]:.1f} as it ended, on {os.cpu_count()} cores.",
         "", SECTION_END]
 
 

@@ -467,7 +467,7 @@ def load_image(path: Path, spec: InputSpec) -> np.ndarray:
     to the model's input range is the input contract's job (``reportgen.inputs``).
     A JPEG at least 2 x DRAFT_FACTOR times the model's size is decoded at 1/2, 1/4 or
     1/8 scale (never below DRAFT_FACTOR times the model's size) before the resize:
-    README states how close that stays to a full decode.
+    The guide (docs/your-data.md, *Big photos*) states how close that stays to a full decode.
     """
     try:
         return read_image(path, spec)

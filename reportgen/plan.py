@@ -151,7 +151,7 @@ def _last_merge_per_stage(chosen: list[str], kinds: dict[str, str],
 
 # -- channels ---------------------------------------------------------------------------------
 
-DEFAULT_MAX_CHANNELS = 64  # four rows of the 16-column grid: see README, "Channel plan"
+DEFAULT_MAX_CHANNELS = 64  # four rows of the 16-column grid: see docs/big-models.md
 CHANNEL_RANKING = "variability over the test images (standard deviation of the spatial mean)"
 
 

@@ -16,8 +16,8 @@ from reportgen.data import InputSpec, iter_batches, load_image, resize_pixels, s
 from reportgen.errors import UserError
 
 RGB_8x6 = InputSpec(height=6, width=8, channels=3)
-# README states it: a 12 MP photo decoded in JPEG draft mode then resized to 96x96
-# differs from a full decode by less than this, in mean absolute 0-255 units.
+# The guide states it (docs/your-data.md, Big photos): a 12 MP photo decoded in JPEG draft
+# mode then resized to 96x96 differs from a full decode by less than this, in mean absolute 0-255 units.
 DRAFT_TOLERANCE = 2.5
 
 

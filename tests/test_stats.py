@@ -146,7 +146,7 @@ def test_ties_are_broken_by_path_whatever_the_batch_order():
 
 
 def test_the_atlas_keeps_the_9_most_activating_images_by_default():
-    """The README promises 9: a literal here, not TOP_K, so changing the constant is caught."""
+    """The guide promises 9 (docs/site.md): a literal here, not TOP_K, so changing the constant is caught."""
     feature_maps, labels, paths = make_layer(seed=7, n_images=25)
     accumulator = LayerStatsAccumulator(feature_maps.shape[3], N_CLASSES)  # the default top_k
     for start, stop in pairwise((0, 4, 13, 25)):

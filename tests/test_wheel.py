@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # What a rebuild from the sdist and its test suite need, relative to the checkout.
 SDIST_PATTERNS = ["pyproject.toml", "README.md", "CHANGELOG.md", "noxfile.py", "reportgen/*.py",
-                  "templates/**/*", "tests/*.py", "tests/gold/**/*", "data/shapes/**/*.png"]
+                  "templates/**/*", "tests/*.py", "tests/gold/**/*", "data/shapes/**/*.png",
+                  "mkdocs.yml", "docs/*.md", "docs/*.png", "docs/hooks.py"]
 
 # Run in the fresh environment: where the package, its templates and the import path are.
 WHERE_PROBE = """
