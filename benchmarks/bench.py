@@ -484,9 +484,9 @@ STAGE_LABELS = {
                                    "level cache (scale_levels)",
     ("first pass", "write the cache"): "first pass: write the shard's level (or pixel) cache "
                                        "files",
-    ("first pass",): "first pass: the rest (gathering results)",
-    ("merge",): "merge the shards' results (fold, merge_first)",
-    ("channel statistics",): "channel statistics, channel plan (layer_entries)",
+    ("first pass", "merge"): "merge the shards' results (fold, merge_first)",
+    ("first pass",): "first pass: the rest (gathering results; channel statistics and plan, "
+                     "layer_entries)",
     ("drawing pass", "read the level cache"): "drawing pass: levels from the cache",
     ("drawing pass", "read the pixel cache"): "drawing pass: pixels from the cache (levels over "
                                               "4 GB)",
@@ -495,11 +495,11 @@ STAGE_LABELS = {
     ("drawing pass", "draw feature maps"): "drawing pass: lay out and encode feature-map grids "
                                            "(level_grid_pngs)",
     ("drawing pass", "draw feature maps", "write"): "drawing pass: write them (SiteWriter.write)",
-    ("drawing pass",): "drawing pass: the rest",
+    ("drawing pass", "merge"): "drawing pass: add up the files written (add_written)",
+    ("drawing pass",): "drawing pass: the rest (the site plan, plan_drawing)",
     ("learning curves",): "learning curves, drawn and written (matplotlib SVG)",
     ("explanations",): "explanations: summaries, mean Grad-CAM maps written (summarise)",
-    ("metrics",): "metrics (compute_metrics)",
-    ("assemble the report",): "assemble the report model (assemble_report)",
+    ("assemble the report",): "metrics and the report model (assemble_report)",
     **{(kind,): kind for kind in dict.fromkeys([OTHER_PAGES, *(kind for _, kind in PAGE_KINDS)])},
     ("write pages",): "write pages (SiteWriter.write)",
 }
@@ -524,100 +524,79 @@ class StageResult:
     plain_forward_seconds: float  # the same batches through --no-explain's probe, best of REPEATS
 
 
+class SerialEngine:
+    """The local engine's work one shard after another in this thread, for ``StageClock``
+    (which counts one thread): the build's own stages run on it unchanged."""
+
+    def __init__(self, worker, clock: StageClock):
+        self.worker, self.clock = worker, clock
+
+    def map_reduce(self, task: Callable, shards, merge: Callable, *, label: str):
+        from reportgen.engines import fold_in_order
+
+        results = [task(self.worker, shard) for shard in sorted(shards, key=lambda s: s.number)]
+        return self.clock.time("merge", fold_in_order, results, merge)
+
+    def close(self) -> None:
+        pass
+
+
 def measure_stages(work: Path, data: Path, model_path: Path) -> StageResult:
-    """Seconds per stage of a one-thread build, calling the build's own stages as ``_build`` does.
+    """Seconds per stage of a one-thread build: the build's own stages (``reportgen.stages``)
+    in their order, on a serial engine whose worker clocks its parts.
 
     Every test image gets feature maps, as the site plan decides for this set (section 2).
     """
     import reportgen.keras_import  # noqa: F401  before activations, which imports keras.src unmuted
-    from reportgen import build, drawing, layout, pipeline, plan
-    from reportgen.activations import ActivationProbe
-    from reportgen.curves import learning_curve_svg
+    from reportgen import pipeline, stages
     from reportgen.data import iter_batches
-    from reportgen.engines import fold_in_order
-    from reportgen.explain import GradCam
-    from reportgen.inputs import decide
-    from reportgen.metrics import compute_metrics
-    from reportgen.report import layer_slug, slugify
     from reportgen.site import SiteWriter
-    from reportgen.stats import TOP_K
 
     clock = StageClock()
     site_folder = work / "sites" / "stages"
-    options = build.BuildOptions(data=data, out=site_folder, model_path=model_path, jobs=1)
-    dataset = clock.time("scan", build.prepare_data, options, log)
-    obtained = build.obtain_model(options, dataset, log)
-    model, class_names, test = obtained.model, obtained.class_names, dataset.test
-    contract = decide(model, obtained.sidecar, options.preprocess, resize=options.resize)
-    spec = contract.spec
-    probe = ActivationProbe(model, select=lambda layers: plan.plan_layers(layers).shown)
-    layer_plan = plan.plan_layers(probe.all_layers)
-    batch_size = plan.plan_memory([layer.output_shape for layer in probe.layers],
-                                  [layer.output_shape for layer in probe.all_layers],
-                                  (spec.height, spec.width, spec.channels), TOP_K,
-                                  options.memory_budget_mb * 1_000_000).batch_size
-    grad_cam = GradCam(model, options.cam_layer, layers=[layer.path for layer in probe.layers])
-    image_slugs = [slugify(r.path) for r in test.images]
-    true_labels = np.array([r.label for r in test.images], np.int64)
+    options = stages.BuildOptions(data=data, out=site_folder, model_path=model_path, jobs=1)
+    dataset = clock.time("scan", stages.prepare_data, options, log)
+    inputs = stages.Inputs(stages.obtain_model(options, dataset, log), dataset.root.name, dataset)
+    model = inputs.obtained.model
 
     shutil.rmtree(site_folder, ignore_errors=True)
     with SiteWriter(site_folder) as site:
-        level_cache, pixel_cache = pipeline.create_caches(
-            test, contract, [layer.output_shape for layer in probe.layers], site.temp)
-        pass_plan = pipeline.PassPlan(
-            model_file=model_path, trust_model=False, contract=contract, test=test,
-            true_labels=tuple(true_labels.tolist()), image_slugs=tuple(image_slugs),
-            layer_paths=tuple(layer.path for layer in probe.layers),
-            class_count=len(class_names), batch_size=batch_size, explain=True,
-            cam_layer=grad_cam.layer.path, colormap=options.colormap, scale=options.scale,
-            jobs=1, target=site.target, staging=site.temp, level_cache=level_cache,
-            pixel_cache=pixel_cache,
-            pictures=drawing.picture_format(options.pictures, spec.height, spec.width))
-        worker = pipeline.Worker(pass_plan, model, grad_cam=grad_cam, probe=probe,
-                                 timer=clock.time)
+        build_plan = stages.plan_build(options, inputs, site, log)
+        pass_plan, batch_size = build_plan.pass_plan, build_plan.memory.batch_size
+        worker = pipeline.Worker(pass_plan, model, grad_cam=build_plan.grad_cam,
+                                 probe=build_plan.probe, timer=clock.time)
         plain_worker = pipeline.Worker(dataclasses.replace(pass_plan, explain=False), model,
-                                       probe=probe)
+                                       probe=build_plan.probe)
+        spec = build_plan.contract.spec
         warm_up = np.zeros((batch_size, spec.height, spec.width, spec.channels), np.float32)
         for traced in (worker, plain_worker):  # traced once before the clock, as start-up is
             traced.forward(warm_up, np.zeros(batch_size, np.int64))
+        passes = stages.Passes(SerialEngine(worker, clock), None, batch_size)
 
-        all_images = range(len(test.images))
-        results = [clock.time("first pass", pipeline.first_pass, worker, shard)
-                   for shard in pipeline.shards(all_images, batch_size)]
-        first = clock.time("merge", fold_in_order, results, pipeline.merge_first)
-        site.count(first.files, first.bytes)
-        if first.unreadable:
-            raise SystemExit(f"{data}: {len(first.unreadable)} test images failed to decode")
-        layers = clock.time("channel statistics", build.layer_entries, probe,
-                            [layer_slug(layer.path) for layer in probe.layers],
-                            first.accumulators, options.max_channels)
-        draw_layers = [pipeline.DrawLayer(layer.slug, layer.shown_channels) for layer in layers]
-        for shard in pipeline.shards(all_images, batch_size):
-            written = clock.time("drawing pass", pipeline.draw_pass, worker, shard, draw_layers)
-            site.count(written.files, written.bytes)
-        for cache in (level_cache, pixel_cache):  # not part of the site
+        first = clock.time("first pass", stages.first_pass, options, passes, build_plan, site, log)
+        test = first.dataset.test
+        if len(test.images) != len(pass_plan.test.images):
+            raise SystemExit(f"{data}: some test images failed to decode")
+        drawing_plan = clock.time("drawing pass", stages.plan_drawing, options, passes,
+                                  build_plan, first, site)
+        clock.time("drawing pass", stages.draw, passes, site, drawing_plan.rest, first)
+        if len(drawing_plan.drawn) != len(test.images):
+            raise SystemExit(f"{data}: the site plan left out some images' feature maps")
+        for cache in (pass_plan.level_cache, pass_plan.pixel_cache):  # not part of the site
             if cache is not None:
                 shutil.rmtree(cache)
+        true_labels = first.true_labels
         pixels = np.concatenate([batch.images for batch in iter_batches(test, spec, batch_size)])
         forward_seconds, plain_forward_seconds = (
             best_seconds(lambda w=w: [w.forward(pixels[s], true_labels[s])
                                       for s in batches(len(pixels), batch_size)])
             for w in (worker, plain_worker))
 
-        for metric in ("accuracy", "loss") if obtained.history else ():
-            clock.time("learning curves", lambda m: site.write(
-                layout.curve_asset(m), learning_curve_svg(obtained.history, m)), metric)
-        probabilities = first.probabilities
-        explanations = clock.time("explanations", build.gather_explanations, grad_cam, first.cam,
-                                  true_labels, probabilities, list(class_names), site,
-                                  options.embedding)
-        metrics = clock.time("metrics", compute_metrics, true_labels, probabilities.argmax(axis=1),
-                             len(class_names))
-        report = clock.time("assemble the report", lambda: build.assemble_report(
-            options, dataset, obtained, contract, probe, layer_plan, layers,
-            image_slugs=image_slugs, true_labels=true_labels, probabilities=probabilities,
-            metrics=metrics, drawn=tuple(all_images), explanations=explanations, warnings=(),
-            generated_at=None))
+        clock.time("learning curves", stages.write_curves, inputs.obtained.history, site)
+        explanations = clock.time("explanations", stages.gather_explanations, build_plan, first,
+                                  site, options.embedding)
+        report = clock.time("assemble the report", stages.assemble_report, options, inputs,
+                            build_plan, first, drawing_plan, explanations, (), None)
         n_pages = render_and_write(clock, site, report)
     shutil.rmtree(site_folder)
     return StageResult(clock, len(test.images), n_pages, forward_seconds, plain_forward_seconds)
@@ -823,9 +802,10 @@ def stages_section(stages: StageResult, startup: dict[str, float],
     clock, n = stages.clock, stages.test_images
     total = sum(clock.seconds.values())
     lines = ["## 3. Where a build's time goes", "",
-             f"The build's own stages (`reportgen.pipeline`'s `first_pass` and `draw_pass`, "
-             f"`build.layer_entries`, `build.assemble_report`, `render_site`) called as `build` "
-             f"calls them, one thread (`--jobs 1`), on the {n:,}-image set ({stages.pages:,} "
+             f"The build's own stages (`reportgen.stages`: `plan_build`, `first_pass`, "
+             f"`plan_drawing`, `gather_explanations`, `assemble_report`, then `render_site`) "
+             f"called in the build's order on a serial engine, one thread (`--jobs 1`), on the "
+             f"{n:,}-image set ({stages.pages:,} "
              "pages, every image with feature maps), with a `StageClock` as the worker's timer; "
              "a stage's seconds leave out the stages timed inside it, so the rows add up (a "
              "pass's calls to read pixels count its last, empty read). Each "
