@@ -88,9 +88,11 @@ class GradCam:
 
         from reportgen.activations import FeatureLayer, _image_input, _replay
         from reportgen.keras_import import keras
+        from reportgen.outputs import output_contract, output_layer
 
         image_input = _image_input(model)
-        final = _output_layer(model)
+        final = output_layer(model)
+        contract = output_contract(model)
 
         def replay(watched_call: int | None = None):
             """The model replayed with its output layer's logits exposed; with
@@ -138,23 +140,29 @@ class GradCam:
         output = replayed.outputs[0]
         classifier, args = found.get("classifier") or (None, ())
         if found.get("logits") is None:
-            logits = _applied(lambda p: keras.ops.log(p + 1e-12), "log_probability")(output)
-            features, probabilities = output, output
+            probabilities = _applied(contract.probabilities, "probabilities")(output)
+            logits = _applied(lambda p: keras.ops.log(p + 1e-12), "log_probability")(probabilities)
+            features = probabilities
             self.target, self.embedding_layer = "log_probability", "probabilities"
         else:
             # The output layer's own activation on the logits: the same operations as its
-            # call (a Dense is matmul, add, activation), so the same numbers, bit for bit.
+            # call (a Dense is matmul, add, activation), so the same numbers, bit for bit;
+            # then the output contract's (a softmax of logits, [1 - p, p] of one unit).
             probabilities = _activate(final, output)
+            if contract.kind != "probabilities":
+                probabilities = _applied(contract.probabilities, "probabilities")(probabilities)
             if any(layer is classifier for layer in model.layers):
                 logits, features = output, args[0]
                 self.target, self.embedding_layer = "logit", classifier.name
             else:  # the classifier is inside a nested model: its input is not in this graph
                 logits, features = output, output
                 self.target, self.embedding_layer = "logit", f"{final.name} (its logits)"
+            if contract.units == 1:  # [0, z]: one logit per class
+                logits = _applied(contract.logits, "class_logits")(logits)
         self.layers = tuple(layer for layer in layers_found if layer.path in set(layers))
         shown_taps = [by_path[layer.path] for layer in self.layers]
         self._image_dtype = image_input.dtype
-        self._n_classes = int(output.shape[1])
+        self._n_classes = contract.n_classes
         self._model = keras.Model(image_input, [tap.output, features, logits],
                                   name=f"{model.name}_gradcam")
         self._forward_model = keras.Model(
@@ -307,20 +315,6 @@ def _applied(function, name: str):
             return function(inputs)
 
     return Applied(name=f"reportgen_{name}")
-
-
-def _output_layer(model):
-    """The layer that makes the model's output, looking into nested models."""
-    from reportgen.activations import is_graph_model
-    from reportgen.keras_import import keras
-
-    operation = model
-    while is_graph_model(operation):
-        if isinstance(operation, keras.Sequential):
-            operation = operation.layers[-1]
-        else:
-            operation = operation.outputs[0]._keras_history.operation
-    return operation
 
 
 def _pre_softmax(operation, args, calls: dict[int, tuple]) -> tuple:

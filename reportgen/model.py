@@ -179,10 +179,10 @@ def input_spec(model: keras.Model) -> InputSpec:
 
 
 def n_classes(model: keras.Model) -> int:
-    shape = tuple(model.outputs[0].shape)
-    if len(shape) != 2 or shape[1] is None:
-        raise UserError(f"the model's output shape {shape} is not (batch, classes)")
-    return int(shape[1])
+    """Classes the model tells apart: its output's width, two for one unit (binary)."""
+    from reportgen.outputs import output_contract
+
+    return output_contract(model).n_classes
 
 
 def sidecar_path(model_path: Path) -> Path:
@@ -310,4 +310,7 @@ def predict_files(model: keras.Model, paths: Sequence[Path], contract: InputCont
         if reason is not None:
             raise UserError(f"cannot read {path}: {reason}")
         images.append(load_image(path, contract.spec))
-    return np.asarray(model.predict_on_batch(contract.prepare(np.stack(images))), dtype="float32")
+    from reportgen.outputs import output_contract
+
+    outputs = np.asarray(model.predict_on_batch(contract.prepare(np.stack(images))), dtype="float32")
+    return output_contract(model).to_probabilities(outputs)

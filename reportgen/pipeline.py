@@ -124,6 +124,7 @@ class Worker:
         self.cache_rows: dict[Path, dict[int, tuple[str, int]]] = {}  # read once, by draw_pass
         self.palette = drawing.colormap_palette(plan.colormap)
         self.grad_cam = self.probe = None
+        self.outputs = None  # the probe's output contract; Grad-CAM applies its own in its graph
         if plan.explain:
             from reportgen.explain import GradCam
 
@@ -133,6 +134,9 @@ class Worker:
             self.probe = probe or ActivationProbe(
                 model, select=lambda layers: [layer.path for layer in layers
                                               if layer.path in chosen])
+            from reportgen.outputs import output_contract
+
+            self.outputs = output_contract(model)
         # Where each shown layer's levels lie in a row of the level cache: (start, shape).
         self.level_slices = []
         start = 0
@@ -152,7 +156,7 @@ class Worker:
             if self.grad_cam is not None:
                 return self.grad_cam.forward(inputs, true_labels)
             probabilities, maps = self.probe(inputs)
-        return probabilities, maps, None
+        return self.outputs.to_probabilities(probabilities), maps, None
 
 
 def open_worker(plan: PassPlan) -> Worker:

@@ -306,6 +306,11 @@ def plan_build(options: BuildOptions, inputs: Inputs, site: SiteWriter,
         contract = decide(model, inputs.obtained.sidecar, options.preprocess,
                           resize=options.resize)
     echo(f"Input: {contract.description}")
+    from reportgen.outputs import output_contract
+
+    outputs = output_contract(model)
+    if outputs.kind != "probabilities":
+        echo(f"Output: {outputs.description}")
     spec = contract.spec
     patterns = options.layer_patterns
     probe = ActivationProbe(model, select=lambda layers: plan.plan_layers(layers, patterns).shown)
