@@ -9,8 +9,22 @@ from pathlib import Path
 
 from reportgen.errors import UserError
 
-# Keras 2 logs said "acc"; Keras 3 says "accuracy". Old CSVLogger files still exist.
-_ALIASES = {"acc": "accuracy", "val_acc": "val_accuracy"}
+# Keras 2 logs said "acc"; Keras 3 says "accuracy". Old CSVLogger files still exist, and the
+# Keras guides name their metric "acc" (keras-io's BinaryAccuracy(name="acc")) or leave
+# a metric class's own name.
+_ACCURACY_NAMES = ("acc", "binary_accuracy", "categorical_accuracy",
+                   "sparse_categorical_accuracy")
+_ALIASES = {**dict.fromkeys(_ACCURACY_NAMES, "accuracy"),
+            **{f"val_{name}": "val_accuracy" for name in _ACCURACY_NAMES}}
+
+
+def canonical(logs: dict) -> dict:
+    """``logs`` with accuracy under "accuracy" and "val_accuracy", whatever Keras named it;
+    a key already canonical is never replaced by an alias."""
+    renamed = {key: value for key, value in logs.items() if key not in _ALIASES}
+    for key, value in logs.items():
+        renamed.setdefault(_ALIASES.get(key, key), value)
+    return renamed
 _SERIES = ("accuracy", "val_accuracy", "loss", "val_loss")
 
 
@@ -30,7 +44,7 @@ class History:
     @classmethod
     def from_keras(cls, logs: dict, *, best_epoch: int | None = None,
                    validation: str = "not recorded") -> History:
-        logs = {_ALIASES.get(key, key): value for key, value in logs.items()}
+        logs = canonical(logs)
         series = {key: tuple(float(v) for v in logs.get(key, ())) for key in _SERIES}
         lengths = {len(v) for v in series.values() if v}
         if not lengths:
@@ -52,7 +66,7 @@ class History:
 
     @classmethod
     def from_json(cls, data: dict) -> History:
-        data = {_ALIASES.get(key, key): value for key, value in data.items()}
+        data = canonical(data)
         return cls.from_keras({k: data.get(k, ()) for k in _SERIES},
                               best_epoch=data.get("best_epoch"),
                               validation=data.get("validation", "not recorded"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from reportgen.errors import UserError
@@ -73,7 +74,9 @@ class ReportCallback(keras.callbacks.Callback):
         fingerprint = self._fingerprint()
         epochs = len(self.fingerprints)
         matching = [i + 1 for i, seen in enumerate(self.fingerprints) if seen == fingerprint]
-        series = self.logs.get(self.monitor) or []
+        from reportgen.history import canonical
+
+        series = canonical(self.logs).get(self.monitor) or []
         best = 1 + max(range(len(series)), key=lambda i: (series[i], -i)) if series else None
         if not matching:
             now = f"the model's weights when fit ended ({epochs} epochs), not those of any epoch's end"
@@ -91,11 +94,11 @@ class ReportCallback(keras.callbacks.Callback):
 
     def _report(self) -> None:
         from reportgen.api import build
+        from reportgen.history import History, canonical
 
         history = None
-        if any(key in self.logs for key in ("accuracy", "val_accuracy", "loss", "val_loss")):
-            from reportgen.history import History
-
+        if any(key in canonical(self.logs) for key in ("accuracy", "val_accuracy", "loss",
+                                                       "val_loss")):
             validation = ("the validation data given to model.fit" if "val_loss" in self.logs
                           else "none (no validation data given to model.fit)")
             history = History.from_keras(self.logs, validation=validation)
@@ -110,13 +113,7 @@ class ReportCallback(keras.callbacks.Callback):
                           f"and {self.out} is as it was", RuntimeWarning, stacklevel=2)
             return
         self.reported = fingerprint
-        self.result = _with_weights(self.result, weights)
-
-
-def _with_weights(result, weights: str):
-    from dataclasses import replace
-
-    return replace(result, weights=f"Weights: {weights}.")
+        self.result = replace(self.result, weights=f"Weights: {weights}.")
 
 
 __all__ = ["ReportCallback"]

@@ -303,3 +303,52 @@ def test_the_article_notebook_runs_headless(tmp_path, monkeypatch):
             if output.get("output_type") == "execute_result" and "text/html" in output["data"]]
     assert any("Confusion matrix" in page and "test accuracy" in page for page in html)
     assert (tmp_path / "output" / "site" / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_keras_ios_image_classification_from_scratch(tmp_path):
+    """keras-io's guide, small: validation_split with subset="both", prefetch (which drops
+    class_names), a residual model ending in Dense(1) logits, BinaryCrossentropy(from_logits),
+    BinaryAccuracy(name="acc"). The callback reports on val_ds."""
+    import tensorflow as tf
+
+    from reportgen.keras import ReportCallback
+    from tests.test_outputs import _guide_model
+
+    keras = _keras()
+    keras.utils.set_random_seed(5)
+    folder = tmp_path / "two"
+    for name in ("circles", "squares"):  # a two-class folder, as PetImages' Cat and Dog
+        (folder / name).mkdir(parents=True)
+        for split in ("training_set", "test_set"):
+            for path in sorted((SHAPES / split / name).iterdir()):
+                (folder / name / f"{split}-{path.name}").write_bytes(path.read_bytes())
+    train_ds, val_ds = keras.utils.image_dataset_from_directory(
+        folder, validation_split=0.2, subset="both", seed=1337, image_size=(28, 28),
+        batch_size=16, label_mode="binary", verbose=False)
+    class_names = tuple(train_ds.class_names)
+    train_ds, val_ds = train_ds.prefetch(tf.data.AUTOTUNE), val_ds.prefetch(tf.data.AUTOTUNE)
+    model = _guide_model(1, None)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.BinaryAccuracy(name="acc")])
+    callback = ReportCallback(val_ds, tmp_path / "site", class_names=class_names, jobs=1,
+                              verbose=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`shuffle=True` was passed", UserWarning)
+        history = model.fit(train_ds, validation_data=val_ds, epochs=3, callbacks=[callback],
+                            verbose=0)
+    report = _report(tmp_path / "site")
+    x, y = _collected(val_ds)
+    p = 1 / (1 + np.exp(-model.predict(x, verbose=0)[:, 0].astype(np.float64)))
+    true = y[:, 0].astype(int)
+    assert report["classes"] == list(class_names)
+    assert report["metrics"]["confusion_matrix"] == _confusion(true, (p > 0.5).astype(int), 2)
+    got_true, probabilities = _report_probabilities(report)
+    np.testing.assert_allclose(_by_label_and_scores(got_true, probabilities),
+                               _by_label_and_scores(true, np.column_stack([1 - p, p])),
+                               atol=2e-4)
+    assert report["history"]["accuracy"] == pytest.approx(history.history["acc"], rel=1e-12)
+    assert report["history"]["val_accuracy"] == pytest.approx(history.history["val_acc"],
+                                                              rel=1e-12)
+    assert "after epoch 3 of 3 (the last)" in callback.result.weights

@@ -155,3 +155,21 @@ def test_missing_and_undecodable_files_are_user_errors(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00epoch")
     with pytest.raises(UserError, match="cannot read the history file"):
         read_history(binary)
+
+
+def test_the_guides_accuracy_names_are_accuracy():
+    """keras-io names BinaryAccuracy "acc"; a metric class keeps its own name."""
+    from reportgen.history import History
+
+    for name in ("acc", "binary_accuracy", "sparse_categorical_accuracy"):
+        history = History.from_keras({name: [0.5, 0.7], f"val_{name}": [0.6, 0.4],
+                                      "loss": [1.0, 0.8]})
+        assert (history.accuracy, history.val_accuracy, history.best_epoch) == ((0.5, 0.7),
+                                                                               (0.6, 0.4), 1)
+
+
+def test_an_alias_never_replaces_accuracy_itself():
+    from reportgen.history import History
+
+    history = History.from_keras({"accuracy": [0.9], "binary_accuracy": [0.1], "loss": [1.0]})
+    assert history.accuracy == (0.9,)
