@@ -352,3 +352,33 @@ def test_keras_ios_image_classification_from_scratch(tmp_path):
     assert report["history"]["val_accuracy"] == pytest.approx(history.history["val_acc"],
                                                               rel=1e-12)
     assert "after epoch 3 of 3 (the last)" in callback.result.weights
+
+
+@pytest.mark.slow
+def test_every_n_epochs_reports_during_fit(tmp_path, small_build):
+    """every_n_epochs=2 over 3 epochs: a site after epoch 2 with two epochs of curves, then
+    the final one after epoch 3, each as it was when written."""
+    from reportgen.data import load_split, scan_dataset
+    from reportgen.keras import ReportCallback
+    from reportgen.model import input_spec, load
+
+    keras = _keras()
+    model = load(small_build.model)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    split = scan_dataset(small_build.options.data, require_train=False, scan_train=False).test
+    pixels, labels = load_split(split, input_spec(model))
+    x = pixels / np.float32(255)
+    site, seen = tmp_path / "site", []
+
+    def look(epoch, logs):
+        if (site / "report.json").exists():
+            seen.append((epoch + 1, _report(site)["history"]["epochs"]))
+
+    callback = ReportCallback((x, labels), site, every_n_epochs=2, class_names=split.class_names,
+                              jobs=1, verbose=False, max_gallery_images=3)
+    keras.utils.set_random_seed(0)
+    model.fit(x, labels, validation_data=(x, labels), epochs=3, verbose=0,
+              callbacks=[callback, keras.callbacks.LambdaCallback(on_epoch_end=look)])
+    assert seen == [(2, 2), (3, 2)]  # written after epoch 2; epoch 3 is not a multiple of 2
+    assert _report(site)["history"]["epochs"] == 3  # and at the end of fit
+    assert "after epoch 3 of 3 (the last)" in callback.result.weights
