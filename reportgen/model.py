@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import __version__
+from reportgen.activations import image_classifier
 from reportgen.data import Dataset, InputSpec, load_split
 from reportgen.errors import UserError
 from reportgen.history import History
-from reportgen.inputs import InputContract, preprocess_function
+from reportgen.inputs import InputContract, input_spec, preprocess_function
 from reportgen.keras_import import keras
 from reportgen.options import TrainOptions
 
@@ -167,20 +168,10 @@ def _spec_from_data(dataset: Dataset) -> InputSpec:
     return InputSpec(height=height, width=width, channels=channels)
 
 
-def input_spec(model: keras.Model) -> InputSpec:
-    """What the model takes, always read from the model itself."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise UserError("reportgen needs an image classifier with one input and one output; "
-                        f"this model has {len(model.inputs)} inputs and {len(model.outputs)} outputs")
-    shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or None in shape[1:] or shape[3] not in (1, 3):
-        raise UserError(f"the model's input shape {shape} is not (batch, height, width, 1 or 3)")
-    return InputSpec(height=int(shape[1]), width=int(shape[2]), channels=int(shape[3]))
-
-
 def n_classes(model: keras.Model) -> int:
-    shape = tuple(model.outputs[0].shape)
-    if len(shape) != 2 or shape[1] is None:
+    _, output = image_classifier(model)
+    shape = tuple(output.shape)
+    if shape[1] is None:
         raise UserError(f"the model's output shape {shape} is not (batch, classes)")
     return int(shape[1])
 
