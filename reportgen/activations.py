@@ -177,8 +177,13 @@ def _nested_probe(model: keras.Model, nested_probes: dict[int, _NestedProbe],
     return nested_probes[id(model)]
 
 
-def _image_input(model: keras.Model) -> keras.KerasTensor:
-    """A fresh input like the model's one image input, after checking it is a classifier."""
+def image_classifier(model: keras.Model) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """The model's one image input and one class output, after checking it is an image classifier:
+    a Sequential or functional model, (batch, height, width, channels) in, (batch, classes) out.
+
+    The one place a model's inputs and outputs are checked; anything else that reads them
+    (``reportgen.inputs.input_spec``, the probe, Grad-CAM) goes through here.
+    """
     if not is_graph_model(model):
         raise UserError(f"model '{model.name}' is a subclassed {type(model).__name__}; "
                         "reportgen can only look inside Sequential and functional Keras models")
@@ -197,6 +202,12 @@ def _image_input(model: keras.Model) -> keras.KerasTensor:
     if len(outputs[0].shape) != 2:
         raise UserError(f"the model's output shape {tuple(outputs[0].shape)} is not "
                         "(batch, classes)")
+    return inputs[0], outputs[0]
+
+
+def _image_input(model: keras.Model) -> keras.KerasTensor:
+    """A fresh input like the model's one image input, after checking it is a classifier."""
+    image_classifier(model)
     return _fresh_inputs(model)[0]
 
 

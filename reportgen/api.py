@@ -45,6 +45,13 @@ class Result:
     def index(self) -> Path:
         return self.site / "index.html"
 
+    @property
+    def matrix_shown(self) -> bool:
+        """The confusion matrix as a table: as the site, up to plan's class limit."""
+        from reportgen.plan import class_pairs_shown
+
+        return class_pairs_shown(len(self.class_names))
+
     def _repr_html_(self) -> str:
         from reportgen.render import environment
 

@@ -67,8 +67,7 @@ class GivenData:
                   echo: Callable[[str], None]):
         """(the pixels' folder in the staging folder, a Dataset of the test split, the input
         contract): every batch read once and written through ``site``."""
-        from reportgen.inputs import InputContract, preprocess_function
-        from reportgen.model import input_spec
+        from reportgen.inputs import InputContract, input_spec, preprocess_function
 
         spec = input_spec(model)
         folder = site.temp / FOLDER

@@ -152,11 +152,20 @@ def _keras_preprocess_input(name: str) -> Callable:
 # --- deciding "auto" --------------------------------------------------------------------
 
 
+def input_spec(model) -> InputSpec:
+    """What the model takes, always read from the model itself."""
+    from reportgen.activations import image_classifier
+
+    image, _ = image_classifier(model)
+    shape = tuple(image.shape)
+    if shape[3] not in (1, 3):
+        raise UserError(f"the model's input shape {shape} is not (batch, height, width, 1 or 3)")
+    return InputSpec(height=int(shape[1]), width=int(shape[2]), channels=int(shape[3]))
+
+
 def decide(model, sidecar: dict | None, requested: str = "auto", *,
            resize: str = "stretch") -> InputContract:
     """The contract for ``model``: --preprocess when given, else what the model says, else a guess."""
-    from reportgen.model import input_spec
-
     base = input_spec(model)
     spec = InputSpec(base.height, base.width, base.channels, resize)
     if requested != "auto":

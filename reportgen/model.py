@@ -19,7 +19,7 @@ from reportgen import __version__
 from reportgen.data import Dataset, InputSpec, load_split
 from reportgen.errors import UserError
 from reportgen.history import History
-from reportgen.inputs import InputContract, preprocess_function
+from reportgen.inputs import InputContract, input_spec, preprocess_function
 from reportgen.keras_import import keras
 from reportgen.options import TrainOptions
 
@@ -165,17 +165,6 @@ def _spec_from_data(dataset: Dataset) -> InputSpec:
         width, height = image.size
         channels = 1 if image.mode in ("1", "L", "I", "I;16", "F") else 3
     return InputSpec(height=height, width=width, channels=channels)
-
-
-def input_spec(model: keras.Model) -> InputSpec:
-    """What the model takes, always read from the model itself."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise UserError("reportgen needs an image classifier with one input and one output; "
-                        f"this model has {len(model.inputs)} inputs and {len(model.outputs)} outputs")
-    shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or None in shape[1:] or shape[3] not in (1, 3):
-        raise UserError(f"the model's input shape {shape} is not (batch, height, width, 1 or 3)")
-    return InputSpec(height=int(shape[1]), width=int(shape[2]), channels=int(shape[3]))
 
 
 def n_classes(model: keras.Model) -> int:

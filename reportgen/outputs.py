@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reportgen.activations import is_graph_model
+from reportgen.activations import image_classifier, is_graph_model
 from reportgen.errors import UserError
 from reportgen.keras_import import keras
 
@@ -81,10 +81,10 @@ def output_layer(model):
 
 def output_contract(model) -> OutputContract:
     """What the model's output is, read from its last layer's activation."""
-    shape = tuple(model.outputs[0].shape)
-    if len(shape) != 2 or shape[1] is None:
-        raise UserError(f"the model's output shape {shape} is not (batch, classes)")
-    units = int(shape[1])
+    _, output = image_classifier(model)  # one image input, one (batch, classes) output
+    if output.shape[1] is None:
+        raise UserError(f"the model's output shape {tuple(output.shape)} is not (batch, classes)")
+    units = int(output.shape[1])
     final = output_layer(model)
     activation = getattr(getattr(final, "activation", None), "__name__", None)
     if isinstance(final, keras.layers.Softmax):

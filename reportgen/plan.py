@@ -149,6 +149,20 @@ def _last_merge_per_stage(chosen: list[str], kinds: dict[str, str],
     return kept
 
 
+# -- classes ----------------------------------------------------------------------------------
+
+# Beyond this many classes a table per class pair is unreadable: the confusion matrix becomes a
+# picture with a table of the most confused pairs, per-class lists shrink to the top few, and
+# Grad-CAM's mean maps are drawn per class instead of per confusion cell (classes² pictures).
+MATRIX_TABLE_MAX_CLASSES = 30
+
+
+def class_pairs_shown(n_classes: int) -> bool:
+    """Whether the site shows each pair of classes on its own: the confusion matrix as a table,
+    a mean Grad-CAM map per cell, a heatmap row per class on the channel pages."""
+    return n_classes <= MATRIX_TABLE_MAX_CLASSES
+
+
 # -- channels ---------------------------------------------------------------------------------
 
 DEFAULT_MAX_CHANNELS = 64  # four rows of the 16-column grid: see docs/big-models.md

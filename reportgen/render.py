@@ -17,7 +17,10 @@ from xml.sax.saxutils import escape
 import jinja2
 
 from reportgen import drawing, layout, render_explain
-from reportgen.plan import CHANNEL_RANKING
+from reportgen.plan import (
+    CHANNEL_RANKING,
+    class_pairs_shown,
+)
 from reportgen.report import FeatureLayerRow, ImageEntry, LayerEntry, Report, image_slug
 
 STATIC_FILES = ("style.css", "site.js", "favicon.svg")
@@ -28,9 +31,6 @@ GRID_MAX_WIDTH_PX = 960
 ATLAS_TILE_TARGET_PX = 30
 TOP_MISTAKES = 12
 PAGER_NEIGHBOURS = 2
-# Beyond this many classes a table per class pair is unreadable: the confusion matrix becomes a
-# picture with a table of the most confused pairs, per-class lists shrink to the top few.
-MATRIX_TABLE_MAX_CLASSES = 30
 CONFUSED_PAIRS = 50
 TOP_CLASSES = 10  # probability bars and class means shown per image and channel, many classes
 CONFUSION_PICTURE_PX = 800  # the matrix picture is at least this wide
@@ -122,7 +122,7 @@ class Views:
         self.drawn = report.drawn
         # Position of each drawn image in the galleries, by image index.
         self.gallery_position = {i: position for position, i in enumerate(report.drawn_indices)}
-        self.many_classes = len(report.class_names) > MATRIX_TABLE_MAX_CLASSES
+        self.many_classes = not class_pairs_shown(len(report.class_names))
         self.macros = environment().globals["macros"]
         # What is the same on every page that shows a layer, worked out once per layer.
         self._layer_grids = {layer.slug: self._layer_grid(layer) for layer in report.layers}
@@ -470,7 +470,7 @@ def listing_pages(report: Report, views: Views) -> Iterator[tuple[str, str, dict
     """(page path, title, view) for every non-empty confusion cell and every class, paged.
 
     One pass groups the images, so the work grows with images and classes, never with
-    classes squared. Beyond MATRIX_TABLE_MAX_CLASSES the diagonal cells get no pages of
+    classes squared. Beyond plan.MATRIX_TABLE_MAX_CLASSES the diagonal cells get no pages of
     their own: nothing links to them, and their class pages list the same images.
     """
     names, slugs = report.class_names, report.class_slugs

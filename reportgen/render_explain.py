@@ -14,6 +14,7 @@ import numpy as np
 
 from reportgen import layout, overlays
 from reportgen.explain import EMBEDDING_MAX_POINTS, TSNE_RANDOM_STATE, even_sample
+from reportgen.plan import class_pairs_shown
 from reportgen.report import ImageEntry, Report
 
 LABEL_ERRORS_SHOWN = 24
@@ -71,13 +72,6 @@ def image_cam_view(report: Report, image: ImageEntry, width: int, height: int) -
 
 # -- results page: mean maps, reliability diagram, channels behind a confusion ----------------
 
-def cam_cells_shown(n_classes: int) -> bool:
-    """Whether the mean map of every confusion cell is drawn (as the matrix is, up to 30 classes)."""
-    from reportgen.render import MATRIX_TABLE_MAX_CLASSES
-
-    return n_classes <= MATRIX_TABLE_MAX_CLASSES
-
-
 def results_explain_view(report: Report) -> dict | None:
     explanations = report.explanations
     if explanations is None:
@@ -86,7 +80,7 @@ def results_explain_view(report: Report) -> dict | None:
     confusion = report.metrics.confusion
     # Beyond the classes the matrix shows as a table, a map per cell would cost classes²
     # pictures: only each class's own mean map is shown then.
-    with_cells = cam_cells_shown(len(names))
+    with_cells = class_pairs_shown(len(names))
     cells = [{"name": names[t], "cells": [{
         "src": layout.cam_cell_asset(slugs[t], slugs[p]),
         # Correct predictions have no cell page: the class page lists them.

@@ -497,9 +497,7 @@ class DrawingPlan:
 
 def page_bytes(n_images: int, n_classes: int, n_channels: int) -> int:
     """Estimated bytes of every page and report.json apart from the feature-map galleries."""
-    from reportgen.render import MATRIX_TABLE_MAX_CLASSES
-
-    heatmap_rows = n_classes if n_classes <= MATRIX_TABLE_MAX_CLASSES else 0
+    heatmap_rows = n_classes if plan.class_pairs_shown(n_classes) else 0
     return (n_images * (PAGE_BYTES_PER_IMAGE + PAGE_BYTES_PER_IMAGE_AND_CLASS * n_classes)
             + n_channels * (PAGE_BYTES_PER_CHANNEL + PAGE_BYTES_PER_CHANNEL_AND_CLASS * n_classes
                             + PAGE_BYTES_PER_HEATMAP_CELL * heatmap_rows))
@@ -563,7 +561,6 @@ def gather_explanations(build_plan: BuildPlan, first: FirstPass, site: SiteWrite
         return None
     from reportgen import overlays
     from reportgen.explain import summarise
-    from reportgen.render_explain import cam_cells_shown
 
     explanations = summarise(build_plan.grad_cam, first.cam, first.true_labels,
                              first.probabilities, embedding_method)
@@ -571,7 +568,7 @@ def gather_explanations(build_plan: BuildPlan, first: FirstPass, site: SiteWrite
     for t, true_slug in enumerate(class_slugs):
         site.write(layout.cam_class_asset(true_slug),
                    overlays.heatmap_png(explanations.class_means[t]))
-    if cam_cells_shown(len(class_slugs)):
+    if plan.class_pairs_shown(len(class_slugs)):
         for (t, p), mean_map in sorted(explanations.cell_means.items()):
             site.write(layout.cam_cell_asset(class_slugs[t], class_slugs[p]),
                        overlays.heatmap_png(mean_map))

@@ -165,7 +165,8 @@ def test_numpy_arrays_in_unit_range_are_fed_as_given(tmp_path, small_model):
     [0, 1]: every image's probabilities equal model.predict(x), in x's order."""
     import reportgen
     from reportgen.data import load_split, scan_dataset
-    from reportgen.model import input_spec, load
+    from reportgen.inputs import input_spec
+    from reportgen.model import load
 
     keras = _keras()
     model = load(small_model)
@@ -192,8 +193,9 @@ def test_a_failed_report_warns_and_training_goes_on(tmp_path, small_build):
     """Data the model cannot take: fit finishes, a warning says why, the old site stays."""
     import shutil
 
+    from reportgen.inputs import input_spec
     from reportgen.keras import ReportCallback
-    from reportgen.model import input_spec, load
+    from reportgen.model import load
 
     site = tmp_path / "site"
     shutil.copytree(small_build.path, site)
@@ -359,8 +361,9 @@ def test_every_n_epochs_reports_during_fit(tmp_path, small_build):
     """every_n_epochs=2 over 3 epochs: a site after epoch 2 with two epochs of curves, then
     the final one after epoch 3, each as it was when written."""
     from reportgen.data import load_split, scan_dataset
+    from reportgen.inputs import input_spec
     from reportgen.keras import ReportCallback
-    from reportgen.model import input_spec, load
+    from reportgen.model import load
 
     keras = _keras()
     model = load(small_build.model)

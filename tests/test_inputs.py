@@ -17,6 +17,7 @@ from reportgen.inputs import (
     InputContract,
     collapse_warnings,
     decide,
+    input_spec,
     preprocess_function,
 )
 from reportgen.keras_import import keras
@@ -236,6 +237,24 @@ def test_the_contract_is_recorded_for_report_json():
     assert contract.to_json() == {
         "height": 32, "width": 32, "color_mode": "rgb", "resize": "crop", "preprocess": "raw",
         "reason": contract.reason, "guessed": False}
+
+
+def small_classifier(shape: tuple[int, int, int]) -> keras.Model:
+    image = keras.Input(shape)
+    return keras.Model(image, layers.Dense(2)(layers.GlobalAveragePooling2D()(image)))
+
+
+def test_input_spec_reads_the_size_and_colour_mode_from_the_model():
+    assert input_spec(small_classifier((6, 10, 1))) == InputSpec(6, 10, 1)
+
+
+def test_input_spec_refuses_what_is_not_an_image_classifier():
+    with pytest.raises(UserError, match=r"^the model's input shape \(None, 8, 8, 4\) is not "
+                                        r"\(batch, height, width, 1 or 3\)$"):
+        input_spec(small_classifier((8, 8, 4)))
+    # the checks every reader of a model shares (reportgen.activations.image_classifier)
+    with pytest.raises(UserError, match="with a fixed image size"):
+        input_spec(small_classifier((None, None, 3)))
 
 
 # --- the collapse warning ---------------------------------------------------------------

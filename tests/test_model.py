@@ -30,6 +30,7 @@ from reportgen.cli import main
 from reportgen.data import Dataset, load_image, load_split, scan_dataset
 from reportgen.errors import UserError
 from reportgen.history import History, read_history
+from reportgen.inputs import input_spec
 from reportgen.keras_import import keras
 from reportgen.options import TrainOptions
 
@@ -169,7 +170,7 @@ def test_returned_model_has_the_best_epochs_weights(run):
 @pytest.mark.slow
 def test_default_validates_on_the_test_set(run, dataset):
     assert "test set" in run.history.validation
-    spec = model_stage.input_spec(run.model)
+    spec = input_spec(run.model)
     test_images, test_labels = load_split(dataset.test, spec)
     assert np.array_equal(run.validation_images, test_images / np.float32(255))
     assert np.array_equal(run.validation_labels, test_labels)
@@ -180,7 +181,7 @@ def test_default_validates_on_the_test_set(run, dataset):
 @pytest.mark.slow
 def test_validation_split_holds_out_part_of_the_training_set(run_held_out, dataset):
     assert "25% of the training set" in run_held_out.history.validation
-    train_images, _ = load_split(dataset.train, model_stage.input_spec(run_held_out.model))
+    train_images, _ = load_split(dataset.train, input_spec(run_held_out.model))
     train_images = train_images / np.float32(255)
     held_out = image_keys(run_held_out.validation_images)
     assert np.bincount(run_held_out.validation_labels).tolist() == [2, 2, 2]  # 25% of 8, per class
@@ -676,7 +677,7 @@ def test_cli_predict_prints_one_line_per_image(cli_trained, sample_images):
     assert result.exit_code == 0, result.output
     # Independently: the sidecar says the network was trained on pixels / 255.
     model = model_stage.load(model_path)
-    spec = model_stage.input_spec(model)
+    spec = input_spec(model)
     pixels = np.stack([load_image(path, spec) for path in sample_images])
     expected = np.asarray(model.predict_on_batch(pixels / 255.0))
     lines = result.stdout.splitlines()
