@@ -73,8 +73,8 @@ def test_the_caches_change_no_byte_of_the_site(small_build, tmp_path, monkeypatc
     made = []  # (level cache?, pixel cache?) of each build
     real_create = pipeline.create_caches
 
-    def create_caches(*args):
-        caches = real_create(*args)
+    def create_caches(*args, **kwargs):
+        caches = real_create(*args, **kwargs)
         made.append(tuple(cache is not None for cache in caches))
         return caches
 
