@@ -549,7 +549,7 @@ def measure_stages(work: Path, data: Path, model_path: Path) -> StageResult:
     """
     import reportgen.keras_import  # noqa: F401  before activations, which imports keras.src unmuted
     from reportgen import pipeline, stages
-    from reportgen.data import iter_batches
+    from reportgen.batches import iter_batches
     from reportgen.site import SiteWriter
 
     clock = StageClock()
@@ -941,8 +941,11 @@ class PhotoTiming:
 
 
 def measure_photo_decoding(folder: Path) -> list[PhotoTiming]:
-    from reportgen import data
-    from reportgen.data import DRAFT_FACTOR, InputSpec, iter_batches, resize_pixels, scan_split
+    from reportgen import decode
+    from reportgen.batches import iter_batches
+    from reportgen.data import scan_split
+    from reportgen.decode import DRAFT_FACTOR, InputSpec
+    from reportgen.resize import resize_pixels
 
     paths = sorted(folder.rglob("*.jpg"))
     results = []
@@ -952,7 +955,7 @@ def measure_photo_decoding(folder: Path) -> list[PhotoTiming]:
 
         def before(side=side):  # reportgen before draft mode: every file decoded twice
             split = scan_split(folder, decode=True)
-            return [resize_pixels(np.asarray(data._decode(folder / r.path)), side, side)
+            return [resize_pixels(np.asarray(decode._decode(folder / r.path)), side, side)
                     for r in split.images]
 
         def now(spec=spec):
@@ -1065,7 +1068,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if wanted & {1, 2, 4, 5}:
         from reportgen.activations import ActivationProbe
-        from reportgen.data import load_split, scan_dataset
+        from reportgen.batches import load_split
+        from reportgen.data import scan_dataset
         from reportgen.model import input_spec, load_with_sidecar
 
         model = load_with_sidecar(model_path).model

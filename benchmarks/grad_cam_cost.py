@@ -50,7 +50,7 @@ class GradCamTiming:
 
 
 def article_cnn():
-    from reportgen.data import InputSpec
+    from reportgen.decode import InputSpec
     from reportgen.keras_import import keras
     from reportgen.model import article_cnn
 

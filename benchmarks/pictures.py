@@ -174,22 +174,23 @@ def first_pass_cpu(count: int) -> list[tuple[str, float, float]]:
     from big_models import photos
     from PIL import Image
 
-    from reportgen import data, drawing, overlays
+    from reportgen import batches, data, decode, drawing, overlays
+    from reportgen.resize import resize_pixels
 
-    spec = data.InputSpec(SIZE_PX, SIZE_PX, 3)
+    spec = decode.InputSpec(SIZE_PX, SIZE_PX, 3)
     with tempfile.TemporaryDirectory() as folder:
         split = data.scan_dataset(photos(Path(folder), ["photos"], count, PHOTO_SIZE)).test
         # As the first pass reads them: a batch at a time, so the allocator keeps the pages
         # (an image at a time, glibc hands the freed memory back and page-faults it in again).
-        read = cpu_ms(lambda _: sum(1 for _ in data.iter_batches(split, spec, DECODE_BATCH)),
+        read = cpu_ms(lambda _: sum(1 for _ in batches.iter_batches(split, spec, DECODE_BATCH)),
                       [None]) / count
         images = list(np.concatenate([batch.images for batch in
-                                      data.iter_batches(split, spec, DECODE_BATCH)]))
+                                      batches.iter_batches(split, spec, DECODE_BATCH)]))
         decoded = []
         for record in split.images:
             with Image.open(split.root / record.path) as photo:
                 decoded.append(np.asarray(photo))
-    resize = cpu_ms(lambda values: data.resize_pixels(values, SIZE_PX, SIZE_PX), decoded)
+    resize = cpu_ms(lambda values: resize_pixels(values, SIZE_PX, SIZE_PX), decoded)
     rng = np.random.default_rng(0)
     cams = {id(image): rng.random((2, CAM_PX, CAM_PX)).astype(np.float32) for image in images}
 
@@ -206,8 +207,8 @@ def first_pass_cpu(count: int) -> list[tuple[str, float, float]]:
     encoded = [drawing._input_pixels(image) for image in images]
     encoding = 3 * cpu_ms(drawing.encode_jpeg, encoded)
     blending = cpu_ms(stretch_and_blend, images)
-    return [("decode (`data.iter_batches`: `read_image` into a batch's rows)", read, 1.0),
-            ("… of which the resize to 224×224 (`data.resize_pixels`)", resize, resize / read),
+    return [("decode (`batches.iter_batches`: `read_image` into a batch's rows)", read, 1.0),
+            ("… of which the resize to 224×224 (`resize.resize_pixels`)", resize, resize / read),
             ("draw inputs (an input picture and two overlays, JPEG)", drawn, 1.0),
             ("… of which JPEG encoding (three pictures)", encoding, encoding / drawn),
             ("… of which stretching, levels and blending (two overlays)", blending,

@@ -99,8 +99,8 @@ def training_options(command):
 
 def input_options(command):
     """How test images become the model's input: ``build`` and ``predict`` share these."""
-    from reportgen.data import RESIZE_METHODS
     from reportgen.inputs import PREPROCESS_CHOICES
+    from reportgen.resize import RESIZE_METHODS
 
     options = [
         click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES),

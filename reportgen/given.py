@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reportgen.data import Dataset, ImageRecord, InputSpec, Split
+from reportgen.data import Dataset, ImageRecord, Split
+from reportgen.decode import InputSpec
 from reportgen.errors import UserError
 
 FOLDER = ".reportgen-given"  # in the staging folder; removed before the swap

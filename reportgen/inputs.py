@@ -1,6 +1,6 @@
 """The input contract: what pixels a model was trained on, decided once and shown everywhere.
 
-Images are read as float32 pixels in [0, 255] at the model's size (``reportgen.data``);
+Images are read as float32 pixels in [0, 255] at the model's size (``reportgen.decode``);
 the contract's preprocessing turns them into what the model takes. Families of
 networks differ (``keras.applications``: [-1, 1], "caffe" BGR minus ImageNet means,
 "torch" mean/std, or 0-255 with the scaling inside the model), and a model fed the
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reportgen.data import InputSpec
+from reportgen.decode import InputSpec
 from reportgen.errors import UserError
 
 # Formulas reportgen names itself; "caffe" and "torch" are computed by Keras' imagenet_utils.

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import __version__
-from reportgen.data import Dataset, InputSpec, load_split
+from reportgen.batches import load_split
+from reportgen.data import Dataset
+from reportgen.decode import InputSpec
 from reportgen.errors import UserError
 from reportgen.history import History
 from reportgen.inputs import InputContract, input_spec, preprocess_function
@@ -291,7 +293,7 @@ def load_with_sidecar(path: Path, *, trust: bool = False) -> LoadedModel:
 
 def predict_files(model: keras.Model, paths: Sequence[Path], contract: InputContract) -> np.ndarray:
     """Probabilities for images outside any dataset, as the article does with one triangle."""
-    from reportgen.data import check_image, load_image
+    from reportgen.decode import check_image, load_image
 
     images = []
     for path in paths:

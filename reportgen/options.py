@@ -32,7 +32,7 @@ class BuildOptions:
     retrain: bool = False
     trust_model: bool = False
     preprocess: str = "auto"  # reportgen.inputs.PREPROCESS_CHOICES
-    resize: str = "stretch"  # reportgen.data.RESIZE_METHODS
+    resize: str = "stretch"  # reportgen.resize.RESIZE_METHODS
     layer_patterns: tuple[str, ...] = ()
     scale: str = "layer"
     colormap: str = "viridis"

@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import drawing, layout
-from reportgen.data import Batch, Split, iter_batches
+from reportgen.batches import Batch, iter_batches
+from reportgen.data import Split
 from reportgen.inputs import InputContract
 from reportgen.site import SiteWriter
 

@@ -35,9 +35,9 @@ SCOPES = {
     "model loading": [f"reportgen.model.x_{name}__mutmut_*" for name in
                       ("_model_format", "_explain_load_error", "load", "_load_renamed",
                        "read_sidecar", "load_with_sidecar", "sidecar_path")],
-    "image reader": [f"reportgen.data.x_{name}__mutmut_*" for name in
+    "image reader": [f"reportgen.decode.x_{name}__mutmut_*" for name in
                      ("check_image", "load_image", "read_image", "_open_image", "_decode",
-                      "_high_depth_to_unit", "_to_pixels", "_match_channels", "_reason")],
+                      "_high_depth_to_unit", "_to_pixels", "_match_channels", "reason")],
     "activation probe": ["reportgen.activations.*"],
     "render escaping": ["reportgen.render.x_render_site__mutmut_*",
                         "reportgen.render.x_templates_dir__mutmut_*",
@@ -94,7 +94,7 @@ EQUIVALENT: dict[str, str] = {
     "reportgen.report.x_slugify__mutmut_40": SAME_CODEC,
     **{f"reportgen.report.x_slugify__mutmut_{n}": (
         "strip('XX-XX') strips X as well as -, and the lower-cased name has no X") for n in (33, 35)},
-    "reportgen.data.x__decode__mutmut_29": GREY_AS_RGB,
+    "reportgen.decode.x__decode__mutmut_29": GREY_AS_RGB,
     **{f"reportgen.activations.x__replay__mutmut_{n}": NESTED_ZIP for n in (60, 63, 64, 80, 83, 84)},
     **{f"reportgen.activations.x__replay__mutmut_{n}": NON_LAYER_ORDER for n in (29, 31)},
     "reportgen.activations.xǁActivationProbeǁ__call____mutmut_3": KERAS_CASTS,
@@ -136,11 +136,11 @@ EQUIVALENT: dict[str, str] = {
     "reportgen.stats.xǁLayerStatsAccumulatorǁ__init____mutmut_48": MAX_AS_FLOAT64,
     "reportgen.stats.x__reject_repeated_paths__mutmut_17": (
         "a repeated path is there at least twice, so the second match names the same path"),
-    "reportgen.data.x__high_depth_to_unit__mutmut_2": (
+    "reportgen.decode.x__high_depth_to_unit__mutmut_2": (
         "float64 values become the same 'F' image (Pillow holds F as float32), which _to_pixels reads"),
-    "reportgen.data.x__high_depth_to_unit__mutmut_6": HIGH_DEPTH_RANGE,
-    "reportgen.data.x__high_depth_to_unit__mutmut_7": HIGH_DEPTH_RANGE,
-    "reportgen.data.x__high_depth_to_unit__mutmut_14": HIGH_DEPTH_RANGE,
+    "reportgen.decode.x__high_depth_to_unit__mutmut_6": HIGH_DEPTH_RANGE,
+    "reportgen.decode.x__high_depth_to_unit__mutmut_7": HIGH_DEPTH_RANGE,
+    "reportgen.decode.x__high_depth_to_unit__mutmut_14": HIGH_DEPTH_RANGE,
     "reportgen.stats.x__read_only__mutmut_2": "numpy takes None for the flag as False",
     "reportgen.stats.xǁLayerStatsAccumulatorǁresult__mutmut_33": (
         "numpy fills a float array with None as NaN"),
@@ -155,14 +155,14 @@ EQUIVALENT: dict[str, str] = {
 
 # Mutant name -> why it survives although it is not equivalent (a known gap, left open).
 OPEN: dict[str, str] = {
-    **{f"reportgen.data.{name}": DRAFT_TESTS for name in (
+    **{f"reportgen.decode.{name}": DRAFT_TESTS for name in (
         "x__decode__mutmut_2", "x__decode__mutmut_3", "x__decode__mutmut_4", "x__decode__mutmut_5",
         "x__decode__mutmut_6", "x__decode__mutmut_7", "x_read_image__mutmut_2",
         "x_read_image__mutmut_9", "x_read_image__mutmut_11")},
-    "reportgen.data.x_read_image__mutmut_31": RESIZE_TESTS,
-    "reportgen.data.x_read_image__mutmut_36": RESIZE_TESTS,
-    "reportgen.data.x__to_pixels__mutmut_5": FLOAT64_PIXELS,
-    "reportgen.data.x__to_pixels__mutmut_9": FLOAT64_PIXELS,
+    "reportgen.decode.x_read_image__mutmut_31": RESIZE_TESTS,
+    "reportgen.decode.x_read_image__mutmut_36": RESIZE_TESTS,
+    "reportgen.decode.x__to_pixels__mutmut_5": FLOAT64_PIXELS,
+    "reportgen.decode.x__to_pixels__mutmut_9": FLOAT64_PIXELS,
     "reportgen.render.x_render_site__mutmut_76": (
         "the confusion picture (many classes only) drawn without the report's colormap: not "
         "examined yet"),

@@ -164,7 +164,8 @@ def test_numpy_arrays_in_unit_range_are_fed_as_given(tmp_path, small_model):
     """(x, y) in [0, 1], as a user who divided by 255 has them, into a model that takes
     [0, 1]: every image's probabilities equal model.predict(x), in x's order."""
     import reportgen
-    from reportgen.data import load_split, scan_dataset
+    from reportgen.batches import load_split
+    from reportgen.data import scan_dataset
     from reportgen.inputs import input_spec
     from reportgen.model import load
 
@@ -360,7 +361,8 @@ def test_keras_ios_image_classification_from_scratch(tmp_path):
 def test_every_n_epochs_reports_during_fit(tmp_path, small_build):
     """every_n_epochs=2 over 3 epochs: a site after epoch 2 with two epochs of curves, then
     the final one after epoch 3, each as it was when written."""
-    from reportgen.data import load_split, scan_dataset
+    from reportgen.batches import load_split
+    from reportgen.data import scan_dataset
     from reportgen.inputs import input_spec
     from reportgen.keras import ReportCallback
     from reportgen.model import load

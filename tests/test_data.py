@@ -12,18 +12,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from reportgen import data
-from reportgen.data import (
-    InputSpec,
-    check_image,
-    iter_batches,
-    load_image,
-    load_split,
-    scan_dataset,
-    scan_split,
-)
+from reportgen import batches as batch_module
+from reportgen import data, decode
+from reportgen.batches import iter_batches, load_split
+from reportgen.data import scan_dataset, scan_split
+from reportgen.decode import InputSpec, check_image, load_image
 from reportgen.errors import UserError
 
 RGB_8x8 = InputSpec(height=8, width=8, channels=3)
@@ -202,13 +197,13 @@ def test_batches_cover_every_image_once_in_order(tmp_path):
 def test_batches_load_one_batch_at_a_time(tmp_path, monkeypatch):
     split = scan_dataset(shapes_dataset(tmp_path, per_class=4, train=False)).test
     loaded: list[Path] = []
-    real_read_image = data.read_image
+    real_read_image = batch_module.read_image
 
     def counting_read_image(path, spec, **kwargs):
         loaded.append(path)
         return real_read_image(path, spec, **kwargs)
 
-    monkeypatch.setattr(data, "read_image", counting_read_image)
+    monkeypatch.setattr(batch_module, "read_image", counting_read_image)
     batches = iter_batches(split, RGB_8x8, batch_size=5)
     assert loaded == []
 
@@ -233,7 +228,7 @@ def test_a_file_that_fails_to_decode_in_its_batch_is_left_out_and_listed(tmp_pat
 
     assert [batch.indices for batch in batches] == [(0, 1, 2, 3), (4,)]
     assert batches[1].records == (split.images[4],) and len(batches[1].images) == 1
-    assert batches[1].unreadable == ((damaged, "not a " + ", ".join(data.pillow_formats())
+    assert batches[1].unreadable == ((damaged, "not a " + ", ".join(decode.pillow_formats())
                                       + " image Pillow can read"),)
     remaining = split.without(batches[1].unreadable)
     assert remaining.images == split.images[:-1]
@@ -300,7 +295,7 @@ def test_bad_files_are_skipped_with_a_reason(tmp_path, name, content, reason):
 
 def test_the_pixel_cap_is_checked_before_decoding(tmp_path, monkeypatch):
     path = save(tmp_path / "wide.png", Image.new("L", (20, 10)))
-    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 199)
+    monkeypatch.setattr(decode, "MAX_IMAGE_PIXELS", 199)
 
     assert check_image(path) == "image too large (20x10 pixels)"
     with pytest.raises(UserError, match="too large"):
@@ -623,7 +618,7 @@ def test_any_bytes_either_load_or_get_a_reason(tmp_path, content):
 REASONS = {
     "bomb": (Image.DecompressionBombError("huge"),
              "image too large (Pillow refuses it as a possible decompression bomb)"),
-    "unknown format": (data.UnidentifiedImageError("cannot identify image file"),
+    "unknown format": (UnidentifiedImageError("cannot identify image file"),
                        "not a PNG, JPEG, BMP, GIF, WEBP, TIFF, HEIF, AVIF image Pillow can read"),
     "missing": (FileNotFoundError(2, "No such file"), "file not found"),
     "permission": (PermissionError(13, "Permission denied"), "permission denied"),
@@ -637,7 +632,7 @@ REASONS = {
 
 @pytest.mark.parametrize(("error", "reason"), REASONS.values(), ids=REASONS)
 def test_each_decoding_error_gets_its_one_sentence(error, reason):
-    assert data._reason(error) == reason
+    assert decode.reason(error) == reason
 
 
 @pytest.mark.parametrize("mode", ["L", "LA"])
@@ -646,6 +641,6 @@ def test_grey_images_reach_a_grey_model_exactly(tmp_path, mode):
     levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
     image = Image.fromarray(levels).convert(mode)
     image.save(tmp_path / "grey.png")
-    loaded = data.load_image(tmp_path / "grey.png", data.InputSpec(16, 16, 1))
+    loaded = decode.load_image(tmp_path / "grey.png", decode.InputSpec(16, 16, 1))
     np.testing.assert_array_equal(loaded, levels.astype(np.float32)[..., np.newaxis],
                                   strict=True)

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from reportgen import explain
-from reportgen.data import InputSpec
+from reportgen.decode import InputSpec
 from reportgen.errors import UserError
 from reportgen.keras_import import keras
 

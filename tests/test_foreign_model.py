@@ -40,7 +40,9 @@ def foreign_model() -> keras.Model:
 def foreign(tmp_path_factory):
     """A grayscale 32x32 dataset (resized to 24x24 by reportgen), a trained model, its CSV log."""
     from reportgen import shapes
-    from reportgen.data import InputSpec, load_split, scan_dataset
+    from reportgen.batches import load_split
+    from reportgen.data import scan_dataset
+    from reportgen.decode import InputSpec
 
     root = tmp_path_factory.mktemp("foreign")
     shapes.generate(root / "colour", per_class=10, seed=5, size=32)

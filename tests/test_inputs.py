@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from reportgen.data import InputSpec, load_image, resize_pixels
+from reportgen.decode import InputSpec, load_image
 from reportgen.errors import UserError
 from reportgen.inputs import (
     PREPROCESS_CHOICES,
@@ -21,6 +21,7 @@ from reportgen.inputs import (
     preprocess_function,
 )
 from reportgen.keras_import import keras
+from reportgen.resize import resize_pixels
 
 layers = keras.layers
 applications = keras.applications
@@ -305,7 +306,8 @@ def test_collapse_is_silent_on_a_good_model_and_on_a_lopsided_test_set():
 def colour_shapes(tmp_path_factory):
     """32x32 colour shapes (the smallest input keras.applications accept) and their pixels."""
     from reportgen import shapes
-    from reportgen.data import load_split, scan_dataset
+    from reportgen.batches import load_split
+    from reportgen.data import scan_dataset
 
     root = tmp_path_factory.mktemp("inputs") / "shapes"
     shapes.generate(root, per_class=40, seed=11, size=32)

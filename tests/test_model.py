@@ -26,8 +26,10 @@ from click.testing import CliRunner, Result
 import reportgen
 from reportgen import model as model_stage
 from reportgen import shapes
+from reportgen.batches import load_split
 from reportgen.cli import main
-from reportgen.data import Dataset, load_image, load_split, scan_dataset
+from reportgen.data import Dataset, scan_dataset
+from reportgen.decode import load_image
 from reportgen.errors import UserError
 from reportgen.history import History, read_history
 from reportgen.inputs import input_spec

@@ -11,9 +11,12 @@ import pytest
 from generated_photos import photo_like
 from PIL import Image, features
 
-from reportgen import data
-from reportgen.data import InputSpec, iter_batches, load_image, resize_pixels, scan_dataset
+from reportgen import decode
+from reportgen.batches import iter_batches
+from reportgen.data import scan_dataset
+from reportgen.decode import InputSpec, load_image
 from reportgen.errors import UserError
+from reportgen.resize import resize_pixels
 
 RGB_8x6 = InputSpec(height=6, width=8, channels=3)
 # The guide states it (docs/your-data.md, Big photos): a 12 MP photo decoded in JPEG draft
@@ -97,7 +100,7 @@ PHOTO_FORMATS = {"heic": (".heic", "HEIF"), "avif": (".avif", "AVIF")}
 @pytest.mark.parametrize("suffix, pillow_format", PHOTO_FORMATS.values(), ids=PHOTO_FORMATS.keys())
 def test_phone_formats_are_read_when_reportgen_photos_is_installed(tmp_path, suffix,
                                                                    pillow_format):
-    if pillow_format not in data.pillow_formats():
+    if pillow_format not in decode.pillow_formats():
         pytest.skip(f"{pillow_format} needs the optional extra: pip install 'reportgen[photos]'")
     picture = Image.new("RGB", (16, 12), (200, 40, 90))
     path = save(tmp_path / "test_set" / "a" / f"photo{suffix}", picture, format=pillow_format,
@@ -113,7 +116,7 @@ def test_phone_formats_are_read_when_reportgen_photos_is_installed(tmp_path, suf
 @pytest.mark.parametrize("suffix, pillow_format", PHOTO_FORMATS.values(), ids=PHOTO_FORMATS.keys())
 def test_without_the_plugin_a_phone_photo_is_skipped_naming_the_extra(tmp_path, monkeypatch,
                                                                       suffix, pillow_format):
-    monkeypatch.setattr(data, "pillow_formats", lambda: data.PILLOW_FORMATS)
+    monkeypatch.setattr(decode, "pillow_formats", lambda: decode.PILLOW_FORMATS)
     (tmp_path / "test_set" / "a").mkdir(parents=True)
     (tmp_path / "test_set" / "a" / f"photo{suffix}").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(40))
     save(tmp_path / "test_set" / "a" / "ok.png", pattern())
@@ -126,7 +129,7 @@ def test_without_the_plugin_a_phone_photo_is_skipped_naming_the_extra(tmp_path, 
 
 
 def test_avif_support_matches_what_pillow_reports():
-    assert ("AVIF" in data.pillow_formats()) == bool(features.check("avif"))
+    assert ("AVIF" in decode.pillow_formats()) == bool(features.check("avif"))
 
 
 # --- Big JPEGs: draft mode ----------------------------------------------------
@@ -149,14 +152,14 @@ def twelve_megapixel_jpeg(tmp_path_factory) -> Path:
 def test_a_big_jpeg_is_decoded_at_reduced_scale_but_never_below_twice_the_model_size(
         twelve_megapixel_jpeg, monkeypatch, spec, decoded_size):
     sizes: list[tuple[int, int]] = []
-    real_decode = data._decode
+    real_decode = decode._decode
 
     def recording_decode(*args, **kwargs):
         image = real_decode(*args, **kwargs)
         sizes.append(image.size)
         return image
 
-    monkeypatch.setattr(data, "_decode", recording_decode)
+    monkeypatch.setattr(decode, "_decode", recording_decode)
 
     load_image(twelve_megapixel_jpeg, spec)
 
@@ -185,7 +188,7 @@ def test_a_big_phone_jpeg_is_turned_upright_after_its_reduced_decode(tmp_path):
     exif[0x0112] = 6  # stored sideways: turn 90 degrees clockwise to display
     path = save(tmp_path / "phone.jpg", photo_like(1600, 1200), quality=90, exif=exif.tobytes())
 
-    assert data._decode(path, draft_size=(192, 192)).size == (300, 400)  # 1/4, then upright
+    assert decode._decode(path, draft_size=(192, 192)).size == (300, 400)  # 1/4, then upright
 
 
 def test_a_jpeg_below_four_times_the_model_size_is_decoded_in_full(tmp_path):
@@ -197,7 +200,7 @@ def test_a_jpeg_below_four_times_the_model_size_is_decoded_in_full(tmp_path):
 
 def test_the_pixel_cap_still_refuses_a_huge_jpeg_before_decoding(tmp_path, monkeypatch):
     path = save(tmp_path / "huge.jpg", photo_like(400, 300), quality=80)
-    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 400 * 300 - 1)
+    monkeypatch.setattr(decode, "MAX_IMAGE_PIXELS", 400 * 300 - 1)
 
     with pytest.raises(UserError, match=r"too large \(400x300 pixels\)"):
         load_image(path, InputSpec(8, 8, 3))
@@ -224,13 +227,13 @@ def test_the_scan_does_not_decode_and_the_batches_decode_each_image_once(tmp_pat
         save(tmp_path / ("cats" if index % 2 else "dogs") / f"{index}{suffix}", photo_like(64, 48))
     (tmp_path / "dogs" / "cut.jpg").write_bytes(truncated_jpeg())
     decoded: list[str] = []
-    real_decode = data._decode
+    real_decode = decode._decode
 
     def counting_decode(path, *args, **kwargs):
         decoded.append(Path(path).name)
         return real_decode(path, *args, **kwargs)
 
-    monkeypatch.setattr(data, "_decode", counting_decode)
+    monkeypatch.setattr(decode, "_decode", counting_decode)
     split = scan_dataset(tmp_path, scan_train=False).test
     assert decoded == []  # a cut-off JPEG passes the header check...
     assert len(split.images) == 5
@@ -399,8 +402,8 @@ def test_a_build_on_photos_reads_each_once_and_predicts_what_the_model_says(tmp_
     (photos / "cats" / "cut.jpg").write_bytes(truncated_jpeg())
     model_path = tiny_model(tmp_path / "tiny.keras", 2)
     decoded: list[str] = []
-    real_decode = data._decode
-    monkeypatch.setattr(data, "_decode", lambda path, *args, **kwargs: (
+    real_decode = decode._decode
+    monkeypatch.setattr(decode, "_decode", lambda path, *args, **kwargs: (
         decoded.append(Path(path).name), real_decode(path, *args, **kwargs))[1])
     log: list[str] = []
 

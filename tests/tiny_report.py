@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from reportgen import drawing
-from reportgen.data import InputSpec, SkippedFile
+from reportgen.data import SkippedFile
+from reportgen.decode import InputSpec
 from reportgen.history import History
 from reportgen.inputs import InputContract
 from reportgen.metrics import compute_metrics
