@@ -49,7 +49,7 @@ class NoCamLayer(Exception):
 
 @dataclass(frozen=True)
 class CamBatch:
-    predicted_maps: np.ndarray  # (n, h, w) float32 in [0, 1], for the given predicted classes
+    predicted_maps: np.ndarray  # (n, h, w) float32 in [0, 1], predicted classes (first of ties)
     true_maps: np.ndarray  # (n, h, w), for the true classes (equal to predicted_maps when right)
     features: np.ndarray  # (n, d) the classifier layer's input
     channel_means: np.ndarray  # (n, channels) the CAM layer's spatial means
@@ -163,26 +163,16 @@ class GradCam:
         shown_taps = [by_path[layer.path] for layer in self.layers]
         self._image_dtype = image_input.dtype
         self._n_classes = contract.n_classes
-        self._model = keras.Model(image_input, [tap.output, features, logits],
-                                  name=f"{model.name}_gradcam")
         self._forward_model = keras.Model(
             image_input, [probabilities, tap.output, features, logits,
                           *(t.output for t in shown_taps)], name=f"{model.name}_forward")
         # One trace for every batch size (the last batch is usually smaller).
         image_spec = tf.TensorSpec((None, *image_input.shape[1:]), image_input.dtype)
         labels_spec = tf.TensorSpec((None,), tf.int32)
-        # No AutoGraph: the steps have no control flow on tensors, so converting their
-        # source would only add to the trace (a few tenths of a second in a profile).
-        self._step = tf.function(self._maps, autograph=False,
-                                 input_signature=[image_spec, labels_spec, labels_spec])
+        # No AutoGraph: the step has no control flow on tensors, so converting its
+        # source would only add to the trace.
         self._forward_step = tf.function(self._forward, autograph=False,
                                          input_signature=[image_spec, labels_spec])
-
-    def _maps(self, images, predicted, true):
-        with _taping() as tape:
-            feature_maps, features, logits = self._model(images, training=False)
-            scores = _class_scores(logits, predicted, true)
-        return self._cams(tape, feature_maps, features, scores)
 
     def _forward(self, images, true):
         with _taping() as tape:
@@ -206,14 +196,6 @@ class GradCam:
         channel_means = tf.reduce_mean(feature_maps, axis=(1, 2))
         return maps[0], maps[1], tf.reshape(features, (tf.shape(features)[0], -1)), channel_means
 
-    def __call__(self, images: np.ndarray, predicted: np.ndarray, true: np.ndarray) -> CamBatch:
-        images = np.asarray(images, dtype=self._image_dtype)
-        predicted_raw, true_raw, features, channel_means = (
-            np.asarray(x, dtype=np.float32) for x in self._step(
-                images, np.asarray(predicted, np.int32), np.asarray(true, np.int32)))
-        return CamBatch(normalise_maps(predicted_raw), normalise_maps(true_raw), features,
-                        channel_means)
-
     def forward(self, images: np.ndarray, true: np.ndarray
                 ) -> tuple[np.ndarray, list[np.ndarray], CamBatch]:
         """One taped pass: (probabilities, the ``layers``' maps, Grad-CAM of each image's
@@ -235,7 +217,7 @@ def _taping():
     """A persistent tape that watches no variables and no input: only the CAM layer's output
     (``_Watched``), so it records the head from there to the logits, not the whole network.
     Its gradients are the same; tracing them walks a few operations instead of every one
-    of the backbone (1.5 s of MobileNetV2's trace on this project's 2-core machine)."""
+    of the backbone (most of MobileNetV2's trace: benchmarks/results.md, *Measured by hand*)."""
     import tensorflow as tf
 
     with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
@@ -426,7 +408,8 @@ def _principal_axes(x: np.ndarray, k: int) -> tuple[np.ndarray, list[float]]:
         # matrix product and a 1,280-square eigh, several times faster than the thin SVD.
         wide = len(centred) <= centred.shape[1]
         # One BLAS thread: OpenBLAS's spinning threads beside TensorFlow's and the drawing's
-        # made this 0.2 s step take 2-12 s on a busy 2-core machine (benchmarks/results.md).
+        # made this step ten to sixty times slower on a busy 2-core machine
+        # (benchmarks/results.md, *Measured by hand*).
         with threadpool_limits(limits=1, user_api="blas"):
             gram = centred @ centred.T if wide else centred.T @ centred
             variances, vectors = np.linalg.eigh(gram)  # ascending
