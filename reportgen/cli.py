@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from reportgen import __version__
-from reportgen.drawing import JPEG_MIN_SIDE_PX, PICTURE_CHOICES
+from reportgen.drawing import JPEG_MIN_SIDE_PX, PICTURE_CHOICES, SCALES
 from reportgen.engines import DEFAULT_DASK_WORKERS, ENGINES, check_engine_options
 from reportgen.errors import UserError
 from reportgen.explain import EMBEDDING_METHODS
@@ -221,7 +221,7 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
               help="Layers to show: a glob on their paths (repeatable), e.g. 'block2*', or 'all'. "
                    "Default: every layer of a small model; the first convolution, block outputs "
                    "and last layer of a big one.")
-@click.option("--scale", type=click.Choice(["layer", "channel"]),
+@click.option("--scale", type=click.Choice(SCALES),
               default=default(BuildOptions, "scale"),
               help="Colour scale: one per layer (honest: dead channels look dead) or the "
                    "article's per-channel standardisation.")
@@ -327,7 +327,8 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
                f"{result.seconds:.1f} s; test accuracy {result.accuracy:.1%}.")
     click.echo(f"Open {(result.site / 'index.html').as_uri()}")
     # The process ends now: without this, Python's last cycle collections over TensorFlow's
-    # objects took 0.7 s after the site was done (the OS takes the memory back at once).
+    # objects delay the exit after the site is done; the OS takes the memory back at once
+    # (benchmarks/results.md, *Measured by hand*).
     gc.freeze()
 
 

@@ -21,7 +21,13 @@ from reportgen.plan import (
     CHANNEL_RANKING,
     class_pairs_shown,
 )
-from reportgen.report import FeatureLayerRow, ImageEntry, LayerEntry, Report, image_slug
+from reportgen.report import (
+    SCHEMA_VERSION,
+    FeatureLayerRow,
+    ImageEntry,
+    LayerEntry,
+    Report,
+)
 
 STATIC_FILES = ("style.css", "site.js", "favicon.svg")
 THUMB_TARGET_PX = 84
@@ -130,8 +136,8 @@ class Views:
             (m for ch in layer.stats.channels for m in ch.class_means if math.isfinite(m)),
             default=0.0) for layer in report.layers}
         self._gallery_heads: dict[tuple[int, str], dict] = {}
-        # An atlas names its top images by path, and many channels share the same few.
-        self.path_slug = lru_cache(maxsize=None)(image_slug)
+        # An atlas names its top images by path: their slugs are the report's (one owner).
+        self.path_slug = {image.path: image.slug for image in report.images}.__getitem__
 
     def class_name(self, label: int) -> str:
         return self.report.class_names[label]
@@ -695,7 +701,7 @@ def report_json(report: Report) -> dict:
     metrics = report.metrics
     drawn = set(report.drawn_indices)
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "generated_at": report.generated_at,
         "reportgen_version": report.reportgen_version,
         "model": {

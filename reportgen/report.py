@@ -21,6 +21,7 @@ from reportgen.inputs import InputContract
 from reportgen.metrics import Metrics
 from reportgen.stats import LayerStats
 
+# report.json's "schema_version": raised when a field changes meaning or goes away.
 SCHEMA_VERSION = 1
 
 

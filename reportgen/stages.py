@@ -48,7 +48,14 @@ from reportgen.errors import UserError
 from reportgen.history import read_history
 from reportgen.metrics import compute_metrics
 from reportgen.options import BuildOptions
-from reportgen.report import LayerEntry, Report, images_from_predictions, layer_slug, slugify
+from reportgen.report import (
+    LayerEntry,
+    Report,
+    image_slug,
+    images_from_predictions,
+    layer_slug,
+    slugify,
+)
 from reportgen.site import SiteWriter, check_target
 
 GITHUB_PAGES_LIMIT_BYTES = 1_000_000_000
@@ -334,7 +341,7 @@ def plan_build(options: BuildOptions, inputs: Inputs, site: SiteWriter,
         except NoCamLayer as error:
             echo(f"warning: {error}; the report has no explanations")
     test = dataset.test
-    image_slugs = tuple(unique_slugs([r.path for r in test.images]))
+    image_slugs = tuple(unique_slugs([r.path for r in test.images], slug=image_slug))
     layer_slugs = tuple(unique_slugs([layer.path for layer in probe.layers], slug=layer_slug))
     pictures = drawing.picture_format(options.pictures, spec.height, spec.width)
     level_cache, pixel_cache = pipeline.create_caches(
@@ -696,8 +703,9 @@ def build(options: BuildOptions, echo: Callable[[str], None] = _echo, **given) -
 @contextmanager
 def _collector_spared():
     """Python's cycle collector keeps scanning every object it has seen, and TensorFlow and
-    a loaded model are millions of them: full collections took 0.5 s of a MobileNetV2
-    build. The build freezes what it has made at two points (``gc.freeze``: the
+    a loaded model are millions of them: full collections took a noticeable part of a
+    MobileNetV2 build (benchmarks/results.md, *Measured by hand*).
+    The build freezes what it has made at two points (``gc.freeze``: the
     collector leaves those objects alone from then on); they are handed back at the end,
     so a process that builds again still collects them once they are garbage."""
     try:
