@@ -258,9 +258,9 @@ class ActivationProbe:
         if len(images) == 0:
             return (np.zeros((0, self._n_classes), np.float32),
                     [np.zeros((0, *layer.output_shape), np.float32) for layer in self.layers])
-        # predict_on_batch runs a traced tf.function in inference mode: for 64 images
-        # through the article's network, 26 ms a batch against 39 ms for an eager
-        # probe(images, training=False), after a one-off ~0.2 s trace.
+        # predict_on_batch runs a traced tf.function in inference mode: after a one-off
+        # trace, faster per batch than an eager probe(images, training=False)
+        # (benchmarks/results.md, *Measured by hand*).
         outputs = keras.tree.flatten(self._probe.predict_on_batch(images))
         probabilities, *feature_maps = (np.asarray(x, dtype=np.float32) for x in outputs)
         return probabilities, feature_maps

@@ -196,7 +196,7 @@ def _decode(path: Path, draft_size: tuple[int, int] | None = None) -> Image.Imag
         else:
             mode = "L" if greyscale else "RGB"
         # exif_transpose already made a copy: converting to the same mode would copy again
-        # (a fifth of the decoding time of a 300x240 JPEG).
+        # (benchmarks/results.md, *Measured by hand*).
         return upright if upright.mode == mode else upright.convert(mode)
 
 

@@ -148,8 +148,8 @@ def encode_png(pixels: np.ndarray, palette: bytes | None = None) -> bytes:
     settings and no metadata, so the same pixels give the same bytes.
 
     Written here rather than by Pillow, for one reason: the compressor. zlib-ng's deflate
-    at the same level and strategy takes 60% of the time of the zlib inside Pillow, for
-    files of the same size (the PNG encoders table in ``nox -s bench``), and a build spends
+    at the same level and strategy is faster than the zlib inside Pillow, for files of the
+    same size (the PNG encoders table in ``nox -s bench``), and a build spends
     more of its CPU encoding feature maps than anywhere but the network. The rest of a PNG is
     three short chunks; every row is stored with filter type 0, as Pillow stores palette
     pictures.

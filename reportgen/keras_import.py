@@ -7,13 +7,13 @@ level, during the import only. Python errors still surface as usual.
 Keras imports two optional packages at import time that reportgen never uses through it:
 scikit-learn (for its scikit-learn wrappers) and matplotlib.pyplot (for plot_image_gallery).
 Both imports are guarded by ``except ImportError`` in Keras, so they are held back here while
-Keras loads: 0.7 s and 0.4 s of a build's start on this project's 2-core machine (``python
+Keras loads (their cost at a build's start: benchmarks/results.md, *Measured by hand*, from ``python
 -X importtime``). reportgen imports scikit-learn itself later (t-SNE) and draws its curves
 without pyplot; only Keras' own scikit-learn wrappers and image gallery, unused here, are off.
 
 Python's cycle collector is off during the import, which makes millions of objects that live
 as long as the process: its full collections, each rescanning every object seen so far, took
-0.33 s of the import. Those objects are then frozen (``gc.freeze``), so later collections
+a good part of the import. Those objects are then frozen (``gc.freeze``), so later collections
 leave them alone too.
 """
 

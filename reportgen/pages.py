@@ -2,8 +2,8 @@
 
 Once the first drawn batch has fixed which images get feature maps, the report is complete
 and its pages can be rendered while the drawing pass goes on. Jinja is Python and holds the
-GIL, so rendering in a thread beside the drawing threads slowed both (measured: drawing and
-pages took 8.5-9.4 s together, against 6.7-7.4 s one after the other). A process has a GIL
+GIL, so rendering in a thread beside the drawing threads slowed both: together they took
+longer than one after the other (benchmarks/results.md, *Measured by hand*). A process has a GIL
 of its own. It is spawned when the build begins, so Python, Jinja and the templates load
 while TensorFlow imports and a core is idle; it then waits for its one report.
 

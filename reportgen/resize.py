@@ -43,7 +43,7 @@ def resize_pixels(values: np.ndarray, height: int, width: int, method: str = "st
     across = right  # in place, the same float32 operations as left + (right - left) * lerp
     across -= left
     # The weights repeated for each channel: numpy's loop then runs along whole rows, not
-    # along the 1 to 4 channels of one pixel (three times faster at 224x224 RGB).
+    # along the 1 to 4 channels of one pixel (benchmarks/results.md, *Measured by hand*).
     across *= np.repeat(columns.lerp, across.shape[2]).reshape(1, width, -1)
     across += left
     # Then down: top + (bottom - top) * lerp.
