@@ -332,7 +332,7 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
 
 
 @main.command()
-@click.argument("sites", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("sites", nargs=-1, type=click.Path(path_type=Path), metavar="[SITE_A SITE_B]")
 @click.option("--model", "models", multiple=True, type=click.Path(path_type=Path),
               help="Instead of two sites: a .keras model, given twice (A, then B); both are "
                    "run on --data and their sites built inside the compare site.")

@@ -52,12 +52,21 @@ def gallery_page(kind: str, page: int = 1) -> str:
     return f"{kind}.html" if page == 1 else f"{kind}-page-{page}.html"
 
 
+def _pictures(side: int, prediction: Prediction) -> tuple[str | None, str | None]:
+    """What a gallery row shows of one side: (the image column's picture, the Grad-CAM
+    column's). The image column is A's picture; B's own picture stands in for its overlay
+    when B has none."""
+    if side == 0:
+        return prediction.picture, prediction.overlay
+    return None, prediction.overlay or prediction.picture
+
+
 def shown_files(comparison: Comparison) -> list[tuple[int, str]]:
     """(side 0 or 1, path in that side's site) of every picture the galleries show, sorted."""
     found = set()
     for pair in (*comparison.fixed, *comparison.broken):
         for side, prediction in enumerate((pair.a, pair.b)):
-            found.update((side, path) for path in (prediction.picture, prediction.overlay) if path)
+            found.update((side, path) for path in _pictures(side, prediction) if path)
     return sorted(found)
 
 
@@ -266,18 +275,22 @@ def _verdict_view(comparison: Comparison, sites: CompareSites, side: int, pair: 
     folder = SIDE_FOLDERS[side]
     name = comparison.class_names[prediction.predicted_label]
 
-    def picture(path: str | None, alt: str) -> dict | None:
-        return {"src": folder + path, "width": width, "height": height, "alt": alt} if path else None
+    def picture(path: str | None) -> dict | None:
+        if path is None:
+            return None
+        alt = (f"Grad-CAM of {model.label} on {pair.path} for {name}" if path == prediction.overlay
+               else f"{pair.path} as {model.label} saw it")
+        return {"src": folder + path, "width": width, "height": height, "alt": alt}
 
+    image, cam = _pictures(side, prediction)
     return {
         "label": model.label,
         "name": name,
         "confidence": percent(prediction.confidence),
         "css": "correct" if prediction.predicted_label == pair.true_label else "wrong",
         "href": folder + prediction.page if sites.inside(side) and prediction.page else None,
-        "picture": picture(prediction.picture, f"{pair.path} as {model.label} saw it"),
-        "overlay": picture(prediction.overlay, f"Grad-CAM of {model.label} on {pair.path} "
-                                               f"for {name}"),
+        "picture": picture(image),
+        "cam": picture(cam),
     }
 
 
