@@ -174,7 +174,10 @@ def _matrix(side: Side, names: tuple[str, ...]) -> dict:
         total = int(side.confusion[t].sum())
         rows.append({"name": name, "cells": [{
             "count": int(side.confusion[t, p]),
-            "css": shade_class(side.confusion[t, p] / total if total else 0.0)
+            # Half the results page's shading: the lighter shades keep dark text, which
+            # reads (WCAG AA) on all of them in both colour schemes; white text on the
+            # middle shades does not.
+            "css": shade_class((side.confusion[t, p] / total if total else 0.0) / 2)
             + (" diagonal" if t == p else ""),
             "title": f"{int(side.confusion[t, p])} {name} predicted as {names[p]} by {side.label}",
         } for p in range(len(names))]})

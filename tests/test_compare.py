@@ -476,3 +476,122 @@ def test_the_compare_pages_pass_the_nu_checker_and_axe(compare_site, chromium):
         for page in pages:
             url = (compare_site.resolve() / page).as_uri()
             assert checkers.axe_violations(chromium, url, scheme) == [], (page, scheme)
+
+
+# -- two real models on one test set ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def second_model(small_dataset, tmp_path_factory) -> Path:
+    """The article's CNN again, trained longer from another seed than the small site's."""
+    from reportgen import model as model_stage
+    from reportgen.data import scan_dataset
+    from reportgen.options import TrainOptions
+
+    dataset = scan_dataset(small_dataset, require_train=True)
+    options = TrainOptions(epochs=3, steps_per_epoch=8, seed=5)
+    trained, history = model_stage.train(dataset, options, report=lambda line: None)
+    path = tmp_path_factory.mktemp("second") / "second.keras"
+    model_stage.save(trained, history, dataset.class_names, options, path)
+    return path
+
+
+def predictions_of(model_path: Path, dataset: Path) -> dict[str, tuple[int, int]]:
+    """(true label, predicted label) of every test image, by Keras directly: the article's
+    CNN takes [0, 1] pixels of the training images' size and colour mode."""
+    from PIL import Image
+
+    from reportgen.keras_import import keras
+
+    model = keras.saving.load_model(model_path, safe_mode=True)
+    height, width, channels = (int(d) for d in model.inputs[0].shape[1:])
+    classes = sorted(p.name for p in (dataset / "test_set").iterdir() if p.is_dir())
+    paths = sorted((dataset / "test_set").rglob("*.png"))
+    pixels = np.stack([np.asarray(Image.open(path).convert("L" if channels == 1 else "RGB")
+                                  .resize((width, height)), dtype=np.float32)
+                       .reshape(height, width, channels) / 255 for path in paths])
+    predicted = model.predict(pixels, verbose=0).argmax(axis=1)
+    return {path.relative_to(dataset / "test_set").as_posix():
+            (classes.index(path.parent.name), int(label))
+            for path, label in zip(paths, predicted, strict=True)}
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_two_models_on_one_test_set(small_dataset, small_model, second_model, tmp_path, chromium):
+    out = tmp_path / "compare"
+    args = ["--model", small_model, "--model", second_model, "--data", small_dataset,
+            "--out", out, "--jobs", "2"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+
+    # Every count and the p-value from the two models' own predictions, made here.
+    a, b = predictions_of(small_model, small_dataset), predictions_of(second_model, small_dataset)
+    assert sorted(a) == sorted(b) and len(a) == data["test_images"]
+    right_a = {path for path, (truth, label) in a.items() if truth == label}
+    right_b = {path for path, (truth, label) in b.items() if truth == label}
+    assert data["agreement"] == {"both_right": len(right_a & right_b),
+                                 "only_a_right": len(right_a - right_b),
+                                 "only_b_right": len(right_b - right_a),
+                                 "both_wrong": len(set(a) - right_a - right_b)}
+    assert data["mcnemar"]["p_value"] == pytest.approx(
+        binomial_two_sided(len(right_a - right_b), len(right_b - right_a)), rel=1e-9)
+    assert [e["path"] for e in data["fixed"]] == sorted(right_b - right_a)
+    assert [e["path"] for e in data["broken"]] == sorted(right_a - right_b)
+    assert data["a"]["accuracy"] == pytest.approx(len(right_a) / len(a))
+    assert data["b"]["accuracy"] == pytest.approx(len(right_b) / len(b))
+    for side, predictions in (("a", a), ("b", b)):
+        matrix = np.zeros((3, 3), dtype=int)
+        for truth, label in predictions.values():
+            matrix[truth, label] += 1
+        assert data["confusion_matrix"][side] == matrix.tolist()
+
+    # Both sites are inside, whole; the same architecture gives the layer table.
+    assert data["a"]["site"] == "a/" and data["b"]["site"] == "b/"
+    assert [layer["path"] for layer in data["layers"]] == [
+        layer["path"] for layer in json.loads((out / "a" / "report.json").read_text())
+        ["feature_layers"]]
+    for side in ("a", "b"):
+        for image in json.loads((out / side / "report.json").read_text())["images"]:
+            assert (out / side / image["picture"]).is_file()
+            assert (out / side / image["cam"]["overlay"]).is_file()
+    assert not list(out.rglob("*.reportgen-lock")) and not list(out.rglob(".reportgen-tmp-*"))
+
+    found = browser.crawl(out, chromium)
+    assert {"index.html", "fixed.html", "broken.html", "a/index.html", "b/index.html"} <= set(found)
+    assert browser.problems(found) == []
+    pages = ["index.html", "fixed.html", "broken.html"]
+    assert checkers.vnu_messages([out / page for page in pages]) == []
+    for page in pages:
+        assert checkers.axe_violations(chromium, (out.resolve() / page).as_uri(), "dark") == []
+
+    first = browser.read_tree(out)
+    assert invoke(*args).exit_code == 0
+    assert browser.read_tree(out) == first
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_keras_application_against_the_article_cnn(small_dataset, small_site, keras_application,
+                                                     tmp_path, chromium):
+    """Sites given: a MobileNetV2 (untrained, 32x32) site against the small site."""
+    from reportgen.stages import BuildOptions, build
+
+    model_path = tmp_path / "mobilenet.keras"
+    keras_application("MobileNetV2").save(model_path)
+    other = tmp_path / "mobilenet-site"
+    build(BuildOptions(data=small_dataset, out=other, model_path=model_path,
+                       preprocess="mobilenet_v2", jobs=2), echo=lambda line: None)
+    out = tmp_path / "compare"
+    result = invoke(small_site, other, "--out", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    reports = [json.loads((site / "report.json").read_text()) for site in (small_site, other)]
+    expected = counted(*reports)
+    assert data["agreement"]["only_a_right"] == expected["only_a_right"]
+    assert data["agreement"]["only_b_right"] == expected["only_b_right"]
+    assert data["mcnemar"]["p_value"] == pytest.approx(
+        binomial_two_sided(expected["only_a_right"], expected["only_b_right"]), rel=1e-9)
+    assert data["layers"] is None and "architectures differ" in data["layers_note"]
+    assert data["a"]["model"]["input_shape"] != data["b"]["model"]["input_shape"]
+    assert browser.problems(browser.crawl(out, chromium)) == []
