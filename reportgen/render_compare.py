@@ -227,8 +227,8 @@ def _layers_view(comparison: Comparison, sites: CompareSites) -> list[dict]:
         return []
     return [{
         "path": layer.path, "type_name": layer.type_name, "channels": layer.channels,
-        "href_a": SIDE_FOLDERS[0] + layer.page_a if sites.inside(0) else None,
-        "href_b": SIDE_FOLDERS[1] + layer.page_b if sites.inside(1) else None,
+        "href_a": SIDE_FOLDERS[0] + layer.page_a if sites.inside(0) and sites.inside(1) else None,
+        "href_b": SIDE_FOLDERS[1] + layer.page_b if sites.inside(0) and sites.inside(1) else None,
         "dead_a": layer.dead_a, "dead_b": layer.dead_b,
         "dead_difference": _count_difference(layer.dead_b - layer.dead_a),
         "dead_css": _verdict(layer.dead_a - layer.dead_b, digits=0),

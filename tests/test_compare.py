@@ -472,10 +472,11 @@ def test_the_compare_pages_pass_the_nu_checker_and_axe(compare_site, chromium):
     pages = browser.html_pages(compare_site)
     assert checkers.vnu_messages([compare_site / page for page in pages]
                                  + [compare_site / "static" / "style.css"]) == []
-    for scheme in ("light", "dark"):
+    phone = {"width": 390, "height": 844}
+    for scheme, viewport in (("light", None), ("dark", None), ("light", phone)):
         for page in pages:
             url = (compare_site.resolve() / page).as_uri()
-            assert checkers.axe_violations(chromium, url, scheme) == [], (page, scheme)
+            assert checkers.axe_violations(chromium, url, scheme, viewport) == [], (page, scheme)
 
 
 # -- two real models on one test set ------------------------------------------------------------------
