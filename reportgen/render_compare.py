@@ -218,7 +218,7 @@ def _channel_list(channels: tuple[int, ...]) -> str:
     if not channels:
         return "none"
     listed = ", ".join(str(c) for c in channels[:CHANNELS_LISTED])
-    more = f", … ({len(channels)} in all)" if len(channels) > CHANNELS_LISTED else ""
+    more = ", …" if len(channels) > CHANNELS_LISTED else ""
     return f"{len(channels)}: {listed}{more}"
 
 
