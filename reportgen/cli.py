@@ -333,6 +333,63 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
 
 
 @main.command()
+@click.argument("sites", nargs=-1, type=click.Path(path_type=Path), metavar="[SITE_A SITE_B]")
+@click.option("--model", "models", multiple=True, type=click.Path(path_type=Path),
+              help="Instead of two sites: a .keras model, given twice (A, then B); both are "
+                   "run on --data and their sites built inside the compare site.")
+@click.option("--data", type=click.Path(path_type=Path),
+              help="With --model: the one test set both models are run on (as for build).")
+@click.option("--labels", type=click.Path(path_type=Path),
+              help="With --model: a CSV of path,label rows naming the test images.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("output/compare"),
+              help="Compare site folder; replaced atomically, and only if reportgen made it.")
+@click.option("--title", help="Site title (default: the two models' names).")
+@click.option("--trust-model", is_flag=True,
+              help="With --model: allow models that contain Python code. Only for files you trust.")
+@click.option("--explain/--no-explain", default=default(BuildOptions, "explain"),
+              help="With --model: Grad-CAM for every image of both sites.")
+@click.option("--jobs", type=click.IntRange(min=1), default=default(BuildOptions, "jobs"),
+              help="With --model: worker threads drawing feature maps.")
+@input_options
+@user_errors
+def compare(sites: tuple[Path, ...], models: tuple[Path, ...], data: Path | None,
+            labels: Path | None, out: Path, title: str | None, trust_model: bool, explain: bool,
+            jobs: int, preprocess: str, resize: str) -> None:
+    """Compare two models on one test set: SITE_A SITE_B, or --model A --model B --data DIR.
+
+    A is the baseline: differences are B minus A, with McNemar's exact test on the images
+    only one of them gets right.
+    """
+    from reportgen.compare import compare_models, compare_sites
+
+    if models:
+        if sites:
+            raise UserError("give two sites or two --model, not both")
+        if len(models) != 2:
+            raise UserError(f"--model goes twice (A, then B), not {len(models)} time(s)")
+        if data is None:
+            raise UserError("--model needs --data: the test set both models are run on")
+        _install_sigterm_handler()
+        options = BuildOptions(data=data, labels=labels, out=out, trust_model=trust_model,
+                               explain=explain, jobs=jobs, preprocess=preprocess, resize=resize)
+        result = compare_models(options, *models, title=title,
+                                echo=lambda line: click.echo(line, err=True))
+    else:
+        if len(sites) != 2:
+            raise UserError(f"give two built sites (SITE_A SITE_B), not {len(sites)}, "
+                            "or --model twice with --data")
+        if data is not None or labels is not None:
+            raise UserError("--data and --labels go with --model: sites already hold their test set")
+        result = compare_sites(*sites, out, title=title)
+    agreement = result.comparison.agreement
+    click.echo(f"A {result.comparison.a.accuracy:.1%}, B {result.comparison.b.accuracy:.1%}: "
+               f"{agreement.only_b_right} images fixed by B, {agreement.only_a_right} broken; "
+               f"McNemar's exact p = {agreement.p_value:.3g}.")
+    click.echo(f"Wrote {result.files} files ({result.bytes / 1e6:.1f} MB); open "
+               f"{(result.site / 'index.html').as_uri()}")
+
+
+@main.command()
 @click.option("--site", type=click.Path(path_type=Path), default=Path("output/site"),
               help="The built site folder.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, help="Port on localhost.")

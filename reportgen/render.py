@@ -764,6 +764,7 @@ def report_json(report: Report) -> dict:
         } for layer in report.layers],
         "explanations": render_explain.explanations_json(report),
         "images": [{"path": i.path, "page": layout.image_page(i.slug),
+                    "picture": layout.input_asset(i.slug, picture_format=report.pictures),
                     "true_label": i.true_label, "predicted_label": i.predicted_label,
                     "probabilities": list(i.probabilities), "drawn": i.index in drawn,
                     **render_explain.image_json(report, i)} for i in report.images],

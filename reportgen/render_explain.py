@@ -291,10 +291,13 @@ def image_json(report: Report, image: ImageEntry) -> dict:
     if explanations is None:
         return {}
     i = image.index
-    fields = {"cam": {"class": image.predicted_label, "map": _rounded(explanations.cam_maps[i])}}
+    fields = {"cam": {"class": image.predicted_label, "map": _rounded(explanations.cam_maps[i]),
+                      "overlay": layout.cam_asset(image.slug, picture_format=report.pictures)}}
     if not image.correct:
         fields["cam_true"] = {"class": image.true_label,
-                              "map": _rounded(explanations.cam_true_maps[i])}
+                              "map": _rounded(explanations.cam_true_maps[i]),
+                              "overlay": layout.cam_asset(image.slug, "true",
+                                                          picture_format=report.pictures)}
     x, y = explanations.embedding.coordinates[i]
     fields["label_quality"] = float(explanations.label_quality[i])
     fields["embedding"] = [float(x) if math.isfinite(x) else None,
