@@ -252,7 +252,7 @@ class ActivationProbe:
     def layer_model(self, index: int) -> keras.Model:
         """A model from the image to the feature map of ``layers[index]`` alone, sharing the
         model's weights (``reportgen.featviz`` takes gradients through it)."""
-        return keras.Model(self._probe.inputs, self._probe.outputs[1 + index],
+        return keras.Model(self._probe.inputs[0], self._probe.outputs[1 + index],
                            name=f"{self._probe.name}_{index}")
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

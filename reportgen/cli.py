@@ -263,8 +263,8 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
               help="Gradient-ascent steps per feature visualization; the time grows with it.")
 @click.option("--feature-channels", type=click.IntRange(min=0),
               help="Channels given a feature visualization in all, shared across the layers, "
-                   "most variable first  [default: every drawn channel of inputs up to about "
-                   "1000 pixels; 1,000,000 / (height x width) channels above that]")
+                   "most variable first  [default: 1,000,000 / the input's height x width: "
+                   "every drawn channel of a 28x28 or 32x32 model]")
 @click.option("--cam-layer", help="Grad-CAM's feature-map layer (a path as on the overview) "
                                   "[default: the last one larger than 1x1].")
 @click.option("--embedding", type=click.Choice(EMBEDDING_METHODS),

@@ -492,8 +492,8 @@ def visualize_features(options: BuildOptions, build_plan: BuildPlan, first: Firs
                        site: SiteWriter, echo: Callable[[str], None] = _echo) -> FirstPass:
     """For the drawn channels (within the budget), a picture that maximizes each one's mean
     activation (``reportgen.featviz``), written into the site; ``first`` with each layer's
-    features. ``first`` as it is with ``--no-features``."""
-    if not options.features:
+    features. ``first`` as it is with ``--no-features`` or ``--feature-channels 0``."""
+    if not options.features or options.feature_channels == 0:
         return first
     from reportgen import featviz
 
