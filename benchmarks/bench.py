@@ -15,7 +15,8 @@ Everything is measured in one run on one machine, so the ratios compare like wit
 7. Grad-CAM: the batched pass against keras-io's one image at a time and the forward pass
    (``grad_cam_cost.py``, which also runs alone).
 Then input pictures and Grad-CAM overlays at 224x224, PNG against JPEG settings
-(``pictures.py``, which also runs alone).
+(``pictures.py``, which also runs alone), and feature visualization's channels per second,
+batched per layer against one channel at a time (``featviz.py``, which also runs alone).
 
 Datasets and the quick model are kept in the work folder and reused; timings never are.
 ``--sections 3`` (say) measures only those and replaces only them in ``--out``.
@@ -50,6 +51,7 @@ from reportgen import drawing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
 import big_models  # noqa: E402  (a sibling script, not a package)
+import featviz  # noqa: E402  (a sibling script, not a package)
 import grad_cam_cost  # noqa: E402  (a sibling script, not a package)
 import pictures  # noqa: E402  (a sibling script, not a package)
 from generated_photos import photo_like  # noqa: E402  (the tests' helper module)
@@ -1120,6 +1122,7 @@ def main(argv: list[str] | None = None) -> None:
                                        args.class_images)]
     lines += sections[6]
     lines += ["", *grad_cam_cost.sections()]
+    lines += ["", *featviz.sections()]
     lines += ["", *pictures.sections()]
     args.out.write_text("\n".join(lines).rstrip() + "\n")
     log(f"wrote {args.out}")

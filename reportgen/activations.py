@@ -249,6 +249,12 @@ class ActivationProbe:
         self._probe = keras.Model(image_input, [replay.outputs[0], *(tap.output for tap in taps)],
                                   name=f"{model.name}_probe")
 
+    def layer_model(self, index: int) -> keras.Model:
+        """A model from the image to the feature map of ``layers[index]`` alone, sharing the
+        model's weights (``reportgen.featviz`` takes gradients through it)."""
+        return keras.Model(self._probe.inputs[0], self._probe.outputs[1 + index],
+                           name=f"{self._probe.name}_{index}")
+
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """One batched forward pass in inference mode: (probabilities, one map per layer)."""
         images = np.asarray(images, dtype=self._image_dtype)

@@ -255,6 +255,16 @@ def predict(model_path: Path, classes: str | None, as_json: bool, trust_model: b
 @click.option("--title", help="Site title (default: model and data names).")
 @click.option("--explain/--no-explain", default=default(BuildOptions, "explain"),
               help="Grad-CAM for every image, label quality, calibration and an embedding map.")
+@click.option("--features/--no-features", default=default(BuildOptions, "features"),
+              help="For each drawn channel, a picture that maximizes its mean activation "
+                   "(gradient ascent on the input), beside its top test images.")
+@click.option("--feature-steps", type=click.IntRange(min=1),
+              default=default(BuildOptions, "feature_steps"),
+              help="Gradient-ascent steps per feature visualization; the time grows with it.")
+@click.option("--feature-channels", type=click.IntRange(min=0),
+              help="Channels given a feature visualization in all, shared across the layers, "
+                   "most variable first  [default: 1,000,000 / the input's height x width: "
+                   "every drawn channel of a 28x28 or 32x32 model]")
 @click.option("--cam-layer", help="Grad-CAM's feature-map layer (a path as on the overview) "
                                   "[default: the last one larger than 1x1].")
 @click.option("--embedding", type=click.Choice(EMBEDDING_METHODS),
@@ -283,7 +293,8 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
           layer_patterns: tuple[str, ...], scale: str,
           colormap: str, pictures: str, images_per_page: int, max_gallery_images: int | None,
           max_channels: int, memory_budget_mb: int, max_site_mb: int, jobs: int,
-          strict: bool, title: str | None, explain: bool, cam_layer: str | None,
+          strict: bool, title: str | None, explain: bool, features: bool, feature_steps: int,
+          feature_channels: int | None, cam_layer: str | None,
           embedding: str, site_url: str | None, engine: str, workers: int | None,
           scheduler: str | None, **training) -> None:
     """Write the HTML report: train or load, run every test image."""
@@ -308,7 +319,8 @@ def build(data: Path, labels: Path | None, out: Path, model_path: Path | None,
         layer_patterns=layer_patterns, scale=scale, colormap=colormap, pictures=pictures,
         images_per_page=images_per_page, max_gallery_images=max_gallery_images,
         max_channels=max_channels, memory_budget_mb=memory_budget_mb, max_site_mb=max_site_mb,
-        jobs=jobs, strict=strict, title=title, explain=explain, cam_layer=cam_layer,
+        jobs=jobs, strict=strict, title=title, explain=explain, features=features,
+        feature_steps=feature_steps, feature_channels=feature_channels, cam_layer=cam_layer,
         embedding=embedding, site_url=site_url, engine=engine, workers=workers,
         scheduler=scheduler, generate_missing_data=data == DEFAULT_DATA,
         train=_train_options(**training),

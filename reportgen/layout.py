@@ -68,6 +68,11 @@ def atlas_asset(layer_slug: str, channel: int) -> str:
     return f"assets/atlas/{layer_slug}/channel-{channel:04d}.png"
 
 
+def feature_asset(layer_slug: str, channel: int) -> str:
+    """A channel's feature visualization (reportgen.featviz), at the model's input size."""
+    return f"assets/features/{layer_slug}/channel-{channel:04d}.png"
+
+
 def curve_asset(metric: str) -> str:
     return f"assets/curves/{metric}.svg"
 

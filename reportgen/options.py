@@ -52,6 +52,9 @@ class BuildOptions:
     engine: str = "local"  # reportgen.engines.ENGINES: where the passes run
     workers: int | None = None  # --engine dask: a LocalCluster of this many processes
     scheduler: str | None = None  # --engine dask: the address of a running cluster's scheduler
+    features: bool = True  # feature visualization of the drawn channels (reportgen.featviz)
+    feature_steps: int = 64  # gradient-ascent steps per channel (benchmarks/featviz.py)
+    feature_channels: int | None = None  # channels visualized per build; None: featviz's budget
     generate_missing_data: bool = False
     train: TrainOptions = field(default_factory=TrainOptions)
 

@@ -566,6 +566,7 @@ def atlas_view(report: Report, layer: LayerEntry, views: Views, page: int) -> di
     max_class_mean = views.max_class_mean(layer)
     start = (page - 1) * ATLAS_CHANNELS_PER_PAGE
     on_page = stats.channels[start:start + ATLAS_CHANNELS_PER_PAGE]
+    features = {feature.channel: feature for feature in layer.features}
     channels = []
     for ch in on_page:
         top = [{"href": layout.image_page(views.path_slug(t.path)),
@@ -597,6 +598,7 @@ def atlas_view(report: Report, layer: LayerEntry, views: Views, page: int) -> di
                 "height": max(1, round(map_h * strip_zoom)),
                 "alt": f"channel {ch.index} on its top images",
             } if ch.top else None,
+            "feature": _feature_tile(layer, features.get(ch.index), tile_width, tile_height),
         })
     heatmap = [] if views.many_classes else [{"name": name, "cells": [{
         "css": shade_class(ch.class_means[c] / max_class_mean) if max_class_mean > 0 and
@@ -632,6 +634,43 @@ def atlas_view(report: Report, layer: LayerEntry, views: Views, page: int) -> di
         "range": (f"Channels {start} to {start + len(on_page) - 1} of {len(stats.channels):,}"
                   if total > 1 else ""),
         "pager": _pager(lambda n, slug=layer.slug: layout.atlas_page(slug, n), page, total),
+    }
+
+
+def _feature_tile(layer: LayerEntry, feature, width: int, height: int) -> dict | None:
+    """A channel's feature visualization as the atlas and the layer's grid show it; None
+    when the channel has none (not drawn, over the budget, or --no-features)."""
+    if feature is None:
+        return None
+    if feature.dead:
+        return {"dead": True, "src": None, "channel": feature.channel,
+                "caption": "no picture raises it above 0: dead"}
+    caption = (f"mean {number(feature.activation)}, best test image "
+               f"{number(feature.best_test)}")
+    return {"dead": False, "channel": feature.channel,
+            "src": layout.feature_asset(layer.slug, feature.channel),
+            "width": width, "height": height, "caption": caption,
+            "href": layout.channel_link(layer.slug, feature.channel),
+            "alt": f"channel {feature.channel}'s feature visualization: {caption}"}
+
+
+def features_view(layer: LayerEntry, views: Views) -> dict | None:
+    """The layer's feature visualizations as one grid (the layer page's first page)."""
+    if not layer.features:
+        return None
+    height, width = views.input_size
+    tile_height, tile_width = fit_size(ATLAS_TILE_TARGET_PX, height, width)
+    tiles = [_feature_tile(layer, feature, tile_width, tile_height) for feature in layer.features]
+    drawn = [tile for tile in tiles if not tile["dead"]]
+    dead = [tile["channel"] for tile in tiles if tile["dead"]]
+    return {
+        "tiles": drawn,
+        "note": (f"For {len(drawn)} of the layer's {layer.output_shape[2]} channels, a picture "
+                 "made by gradient ascent to maximize the channel's mean activation, shown "
+                 "beside its top test images in the atlas. Each caption gives the mean "
+                 "activation the picture reaches and the best test image's."),
+        "dead_note": (f"Dead: {', '.join(f'channel {c}' for c in dead)} (never above 0 on a "
+                      "test image, or no picture found raises it above 0)." if dead else ""),
     }
 
 
@@ -675,6 +714,7 @@ def layer_views(report: Report, views: Views) -> Iterator[tuple[str, str, dict]]
             yield layout.layer_page(layer.slug, number_), layer.path, {
                 **header,
                 "atlas": atlas_view(report, layer, views, 1) if number_ == 1 else None,
+                "features": features_view(layer, views) if number_ == 1 else None,
                 "atlas_only": False,
                 "pager": _pager(lambda page, slug=layer.slug: layout.layer_page(slug, page),
                                 number_, total),
@@ -688,6 +728,7 @@ def layer_views(report: Report, views: Views) -> Iterator[tuple[str, str, dict]]
             yield layout.atlas_page(layer.slug, number_), f"{layer.path}: atlas {number_}", {
                 **header,
                 "atlas": atlas_view(report, layer, views, number_),
+                "features": None,
                 "atlas_only": True,
                 "pager": None,
                 "entries": [],
@@ -760,7 +801,10 @@ def report_json(report: Report) -> dict:
                 "selectivity": ch.selectivity,
                 "top_images": [{"path": t.path, "label": t.label, "score": t.score}
                                for t in ch.top],
-            } for ch in layer.stats.channels],
+                **({"feature": _feature_json(layer, features[ch.index])}
+                   if ch.index in features else {}),
+            } for features in [{feature.channel: feature for feature in layer.features}]
+              for ch in layer.stats.channels],
         } for layer in report.layers],
         "explanations": render_explain.explanations_json(report),
         "images": [{"path": i.path, "page": layout.image_page(i.slug),
@@ -769,6 +813,12 @@ def report_json(report: Report) -> dict:
                     "probabilities": list(i.probabilities), "drawn": i.index in drawn,
                     **render_explain.image_json(report, i)} for i in report.images],
     }
+
+
+def _feature_json(layer: LayerEntry, feature) -> dict:
+    return {"picture": None if feature.dead else layout.feature_asset(layer.slug, feature.channel),
+            "activation": feature.activation, "best_test_activation": feature.best_test,
+            "dead": feature.dead}
 
 
 # Strict JSON (a NaN fails the render), names as written (UTF-8, no \\u escapes).

@@ -16,6 +16,7 @@ import numpy as np
 
 from reportgen.data import SkippedFile
 from reportgen.explain import Explanations
+from reportgen.featviz import ChannelFeature
 from reportgen.history import History
 from reportgen.inputs import InputContract
 from reportgen.metrics import Metrics
@@ -85,6 +86,9 @@ class LayerEntry:
     grid_size_px: tuple[int, int]  # (width, height) of one drawn channel grid
     stats: LayerStats  # every channel, drawn or not
     shown_channels: tuple[int, ...]  # the channel plan: drawn in grids, in this order
+    # Feature visualizations of the drawn channels (reportgen.featviz), in channel order; ()
+    # without them (--no-features).
+    features: tuple[ChannelFeature, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@
    workers get. Data given in memory is read here, once, into the staging folder.
 3. ``first_pass``: one forward pass per batch over every test image (``reportgen.pipeline``)
    gives every prediction, every shown channel's statistics and Grad-CAM; input pictures
-   and overlays are written on the way.
+   and overlays are written on the way. ``visualize_features`` then draws, for the drawn
+   channels, the picture each responds to most (``reportgen.featviz``).
 4. ``plan_drawing``: which images get feature maps (the site-size plan), measured on the
    first batch drawn.
 5. ``gather_explanations``: calibration, label quality, embedding, mean CAM maps.
@@ -492,6 +493,34 @@ def layer_entries(probe, layer_slugs: list[str], accumulators: list,
     return layers
 
 
+# -- 3b. feature visualization -------------------------------------------------------------------
+
+def visualize_features(options: BuildOptions, build_plan: BuildPlan, first: FirstPass,
+                       site: SiteWriter, echo: Callable[[str], None] = _echo) -> FirstPass:
+    """For the drawn channels (within the budget), a picture that maximizes each one's mean
+    activation (``reportgen.featviz``), written into the site; ``first`` with each layer's
+    features. ``first`` as it is with ``--no-features`` or ``--feature-channels 0``."""
+    if not options.features or options.feature_channels == 0:
+        return first
+    from reportgen import featviz
+
+    spec = build_plan.contract.spec
+    budget = featviz.channel_budget(spec.height, spec.width, options.feature_channels)
+    chosen = featviz.plan_features(first.layers, budget)
+    total = sum(map(len, chosen.values()))
+    echo(f"Feature visualization: {total} channels of {len(first.layers)} layers, "
+         f"{options.feature_steps} steps each")
+    layers = list(first.layers)
+    for found in featviz.visualize(build_plan.probe, build_plan.contract, first.layers, chosen,
+                                   seed=options.train.seed, steps=options.feature_steps,
+                                   batch_size=build_plan.memory.batch_size):
+        layer = layers[found.layer_index]
+        for channel, picture in sorted(found.pictures.items()):
+            site.write(layout.feature_asset(layer.slug, channel), featviz.picture_png(picture))
+        layers[found.layer_index] = replace(layer, features=found.features)
+    return replace(first, layers=tuple(layers))
+
+
 # -- 4. drawing plan ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -751,6 +780,10 @@ def run(options: BuildOptions, echo: Callable[[str], None] = _echo, pages=None,
         first = first_pass(options, engine, build_plan, site, echo)
         stage_seconds["statistics"] = time.perf_counter() - pass_started
 
+        features_started = time.perf_counter()
+        first = visualize_features(options, build_plan, first, site, echo)
+        stage_seconds["features"] = time.perf_counter() - features_started
+
         drawing_started = time.perf_counter()
         drawing_plan = plan_drawing(options, engine, build_plan, first, site)
         stage_seconds["drawing"] = time.perf_counter() - drawing_started
@@ -810,4 +843,5 @@ def _warnings(dataset: Dataset, n_drawn: int, n_images: int, options: BuildOptio
 __all__ = ["BuildOptions", "BuildPlan", "BuildResult", "DrawingPlan", "FirstPass", "Inputs",
            "assemble_report", "build", "build_warnings", "draw", "draw_and_render", "first_pass",
            "gather_explanations", "gather_inputs", "layer_entries", "obtain_model", "open_engine",
-           "Passes", "plan_build", "plan_drawing", "prepare_data", "run", "write_curves"]
+           "Passes", "plan_build", "plan_drawing", "prepare_data", "run", "visualize_features",
+           "write_curves"]

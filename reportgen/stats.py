@@ -49,6 +49,7 @@ class ChannelStats:
     selectivity: float  # (max - min) / mean of the class means of classes with images
     top: tuple[TopImage, ...]  # best first: spatial max descending, then path ascending
     std: float = 0.0  # standard deviation over images of the spatial mean (the channel plan's rank)
+    max_mean: float = 0.0  # the highest spatial mean of any image (what featviz must beat)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class LayerStats:
 
 def _channel_differences(a: ChannelStats, b: ChannelStats, rel_tol: float) -> list[str]:
     exact = [(name, getattr(a, name), getattr(b, name))
-             for name in ("index", "max", "active_share", "dead")]
+             for name in ("index", "max", "max_mean", "active_share", "dead")]
     lines = [f"{name} {x!r} != {y!r}" for name, x, y in exact if x != y]
     # Selectivity is dimensionless and can be ~0 from a difference of means: absolute tolerance too.
     close = [("mean", (a.mean,), (b.mean,), 0.0),
@@ -250,6 +251,7 @@ class LayerStatsAccumulator:
         self._class_image_count = np.zeros(n_classes, np.int64)
         self._active_image_count = np.zeros(n_channels, np.int64)
         self._channel_max = np.full(n_channels, -np.inf, np.float32)
+        self._max_spatial_mean = np.full(n_channels, -np.inf, np.float64)
         self._map_shape: tuple[int, int] | None = None  # (h, w), known from the first batch
         self._top: _TopLists | None = None
 
@@ -294,6 +296,7 @@ class LayerStatsAccumulator:
         self._class_image_count += np.bincount(labels, minlength=self.n_classes)
         self._active_image_count += (spatial_max > 0).sum(axis=0)
         np.maximum(self._channel_max, spatial_max.max(axis=0), out=self._channel_max)
+        np.maximum(self._max_spatial_mean, spatial_mean.max(axis=0), out=self._max_spatial_mean)
 
     def merge(self, other: LayerStatsAccumulator) -> LayerStatsAccumulator:
         """A new accumulator holding both; neither input changes."""
@@ -308,6 +311,7 @@ class LayerStatsAccumulator:
         merged._class_image_count = self._class_image_count + other._class_image_count
         merged._active_image_count = self._active_image_count + other._active_image_count
         merged._channel_max = np.maximum(self._channel_max, other._channel_max)
+        merged._max_spatial_mean = np.maximum(self._max_spatial_mean, other._max_spatial_mean)
         merged._map_shape = self._map_shape or other._map_shape
         merged._top = _combine(self._top, other._top, self.top_k)
         return merged
@@ -333,7 +337,8 @@ class LayerStatsAccumulator:
                          class_means=tuple(float(m) for m in class_means[:, index]),
                          selectivity=float(selectivity[index]),
                          top=self._top.channel(index),
-                         std=float(channel_std[index]))
+                         std=float(channel_std[index]),
+                         max_mean=float(self._max_spatial_mean[index]))
             for index in range(self.n_channels))
         return LayerStats(n_images=self._n_images, channels=channels)
 
