@@ -81,12 +81,12 @@ def measure(name: str, model, preprocess: str, layer_names: list[str],
         total += len(channels)
         started = time.perf_counter()
         ascent = featviz.Ascent(probe.layer_model(index), contract)
-        ascent.activations(ascent.pictures(channels, 0, index), channels)
+        ascent.activations(ascent.pictures(channels, 0, index)[0], channels)
         batched += time.perf_counter() - started
         started = time.perf_counter()
         ascent = featviz.Ascent(probe.layer_model(index), contract)
         for channel in channels:
-            ascent.activations(ascent.pictures((channel,), 0, index), (channel,))
+            ascent.activations(ascent.pictures((channel,), 0, index)[0], (channel,))
         one += time.perf_counter() - started
         log(f"{name} {layer.path}: {len(channels)} channels, batched {batched:.1f} s, "
             f"one at a time {one:.1f} s so far")

@@ -3,8 +3,10 @@
 Chollet's second view of a convnet (the input pattern each filter responds to), made with
 Lucid's robustness recipe (Olah et al., "Feature Visualization", Distill 2017): the picture is
 parameterized by its Fourier spectrum scaled by 1/frequency, with decorrelated colours for
-three-channel inputs, and every step of gradient ascent sees it jittered, scaled and slightly
-rotated, so the picture cannot rely on high-frequency patterns no real image has.
+three-channel inputs, and the steps of gradient ascent see it jittered, scaled and slightly
+rotated, so the picture cannot rely on high-frequency patterns no real image has; the last
+quarter of the steps see it as it is measured. A channel whose picture still falls short of
+its best test image goes on for up to two more ascents.
 
 The ascent works in the model's own input space: pixels in [0, 255] (a sigmoid keeps them
 there) go through the input contract's preprocessing, as test images do, into a model that
@@ -36,10 +38,17 @@ DEFAULT_STEPS = default(BuildOptions, "feature_steps")  # benchmarks/results.md
 # (channels x height x width). Every drawn channel of a 28x28 or 32x32 model, a few per layer
 # of a 224x224 one (benchmarks/results.md, "Feature visualization").
 DEFAULT_PIXEL_BUDGET = 1_000_000
-# Adam's step on the spectrum: Lucid's 0.05 is for 512 steps; at 64, 0.2 beat the best test
-# image on 99% of the article CNN's channels, 0.05 on 72% (benchmarks/results.md).
-LEARNING_RATE = 0.2
+# Adam's step on the spectrum: Lucid's 0.05 is for 512 steps. At 64 steps a larger one wins
+# more often, up to about 0.4 (benchmarks/results.md, "Feature visualization").
+LEARNING_RATE = 0.4
 SPECTRUM_SD = 0.01  # the first spectrum's standard deviation (Lucid's)
+# The last quarter of each ascent's steps sees the picture as it is measured and shown, without
+# jitter, scale or rotation: the transforms keep the picture free of pixel-level tricks, these
+# steps settle it where it stands.
+SETTLING_SHARE = 0.25
+# A channel whose picture falls short of its best test image gets up to this many more
+# ascents of the same length, each going on from where the last one ended (new transforms).
+EXTRA_ROUNDS = 2
 # Square root of the colour correlation of ImageNet pixels (Lucid's color.py), and its largest
 # column norm: decorrelated colours are mixed by it so each parameter moves all three.
 COLOR_CORRELATION_SVD_SQRT = np.array([[0.26, 0.09, 0.02],
@@ -52,8 +61,7 @@ COLOR_MIX = (COLOR_CORRELATION_SVD_SQRT
 JITTER_AT_224 = 12
 SCALES = tuple(1 + (i - 5) / 50 for i in range(11))
 ANGLES_DEG = (*range(-10, 11), 0, 0, 0, 0, 0)
-# A picture that raises its channel no higher than this: the channel is dead.
-DEAD_ACTIVATION = 1e-6
+IDENTITY_TRANSFORM = (1, 0, 0, 0, 1, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -133,18 +141,18 @@ def spectrum_scale(height: int, width: int) -> np.ndarray:
 
 
 def initial_spectrum(seed: int, layer_index: int, channel: int, colours: int, height: int,
-                     width: int) -> np.ndarray:
+                     width: int, attempt: int = 0) -> np.ndarray:
     """(2, colours, fh, fw) float32: one channel's first spectrum, real and imaginary parts."""
     shape = (2, colours, *_frequencies(height, width).shape)
-    rng = np.random.default_rng((seed, layer_index, channel, 0))
+    rng = np.random.default_rng((seed, layer_index, channel, 2 * attempt))
     return (rng.standard_normal(shape) * SPECTRUM_SD).astype(np.float32)
 
 
 def step_transforms(seed: int, layer_index: int, channel: int, steps: int, height: int,
-                    width: int) -> np.ndarray:
+                    width: int, attempt: int = 0) -> np.ndarray:
     """(steps, 8) float32: each step's jitter, scale and rotation about the centre, as the
     output-to-input projective transforms ``ImageProjectiveTransformV3`` takes."""
-    rng = np.random.default_rng((seed, layer_index, channel, 1))
+    rng = np.random.default_rng((seed, layer_index, channel, 2 * attempt + 1))
     jitter = max(1, round(JITTER_AT_224 * max(height, width) / 224))
     shift = rng.integers(-jitter, jitter + 1, size=(steps, 2)).astype(np.float64)
     scale = np.asarray(SCALES)[rng.integers(len(SCALES), size=steps)]
@@ -156,6 +164,7 @@ def step_transforms(seed: int, layer_index: int, channel: int, steps: int, heigh
     transforms = np.stack([cos, sin, cx - cos * ox - sin * oy,
                            -sin, cos, cy + sin * ox - cos * oy,
                            np.zeros(steps), np.zeros(steps)], axis=1)
+    transforms[steps - int(steps * SETTLING_SHARE):] = IDENTITY_TRANSFORM
     return transforms.astype(np.float32)
 
 
@@ -244,14 +253,14 @@ class Ascent:
     """Gradient ascent for one layer's channels, one batch row per channel."""
 
     def __init__(self, layer_model, contract, steps: int = DEFAULT_STEPS,
-                 learning_rate: float = LEARNING_RATE):
+                 learning_rate: float | None = None):
         import tensorflow as tf
 
         self.tf = tf
         self.layer_model = layer_model
         self.contract = contract
         self.steps = steps
-        self.learning_rate = learning_rate
+        self.learning_rate = LEARNING_RATE if learning_rate is None else learning_rate
         spec = contract.spec
         self.height, self.width, self.colours = spec.height, spec.width, spec.channels
         self.scale = tf.constant(spectrum_scale(self.height, self.width))
@@ -289,6 +298,10 @@ class Ascent:
                 objective = tf.reduce_sum(tf.reduce_mean(tf.cast(maps, tf.float32) * selected,
                                                          axis=(1, 2)))
             gradient = tape.gradient(objective, spectrum)
+            # Each row's gradient at unit RMS: Adam's epsilon would otherwise stall a layer
+            # whose activations are tiny (an untrained network's deep layers reach 1e-6).
+            rms = tf.sqrt(tf.reduce_mean(tf.square(gradient), axis=(0, 2, 3, 4), keepdims=True))
+            gradient = tf.math.divide_no_nan(gradient, rms)
             t = tf.cast(step + 1, tf.float32)
             first_moment = beta1 * first_moment + (1 - beta1) * gradient
             second_moment = beta2 * second_moment + (1 - beta2) * tf.square(gradient)
@@ -296,27 +309,56 @@ class Ascent:
             spectrum = spectrum + step_size * first_moment / (tf.sqrt(second_moment) + epsilon)
         return spectrum
 
-    def pictures(self, channels: Sequence[int], seed: int, layer_index: int) -> np.ndarray:
-        """(len(channels), h, w, colours) uint8: each channel's picture, after the ascent."""
+    def pictures(self, channels: Sequence[int], seed: int, layer_index: int, attempt: int = 0,
+                 start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(len(channels), h, w, colours) uint8: each channel's picture, after the ascent, and
+        the spectra it ended at. ``start``: spectra to go on from rather than seeded ones."""
         tf = self.tf
-        spectra = np.stack([initial_spectrum(seed, layer_index, c, self.colours, self.height,
-                                             self.width) for c in channels], axis=1)
+        if start is None:
+            start = np.stack([initial_spectrum(seed, layer_index, c, self.colours, self.height,
+                                               self.width, attempt) for c in channels], axis=1)
         transforms = np.stack([step_transforms(seed, layer_index, c, self.steps, self.height,
-                                               self.width) for c in channels])
+                                               self.width, attempt) for c in channels])
         n_channels = int(self.layer_model.outputs[0].shape[-1])
         selected = np.zeros((len(channels), 1, 1, n_channels), np.float32)
         selected[np.arange(len(channels)), 0, 0, list(channels)] = 1.0
         with _redirected_relus(tf), _quiet_retracing():  # traced on the first call
-            spectrum = self._ascend(tf.constant(spectra), tf.constant(transforms),
+            spectrum = self._ascend(tf.constant(start), tf.constant(transforms),
                                     tf.constant(selected))
         unit = _unit_pictures(tf, spectrum, self.scale, self.height, self.width).numpy()
-        return np.clip(unit * 255 + 0.5, 0, 255).astype(np.uint8)
+        return np.clip(unit * 255 + 0.5, 0, 255).astype(np.uint8), spectrum.numpy()
 
-    def activations(self, pictures: np.ndarray, channels: Sequence[int]) -> np.ndarray:
-        """The spatial mean each picture gives its channel, fed as a test image is."""
+    def activations(self, pictures: np.ndarray, channels: Sequence[int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """The spatial mean and the largest value each picture gives its channel, fed as a
+        test image is."""
         inputs = self.contract.prepare(pictures.astype(np.float32))
         maps = np.asarray(self.layer_model(inputs, training=False))
-        return spatial_means(maps)[np.arange(len(channels)), list(channels)]
+        rows, channels = np.arange(len(channels)), list(channels)
+        return spatial_means(maps)[rows, channels], maps.max(axis=(1, 2))[rows, channels]
+
+
+def _best_pictures(ascent: Ascent, channels: Sequence[int], seed: int, layer_index: int,
+                   best_tests: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each channel's picture, its mean and its largest value: one ascent, then up to
+    EXTRA_ROUNDS more for the channels still short of their best test image. A round keeps
+    what it finds only where the mean rises, so whether a channel goes on depends on that
+    channel alone."""
+    drawn, spectra = ascent.pictures(channels, seed, layer_index)
+    reached, peaks = ascent.activations(drawn, channels)
+    for attempt in range(1, EXTRA_ROUNDS + 1):
+        short = [row for row, best in enumerate(best_tests) if not reached[row] > best]
+        if not short:
+            break
+        again = [channels[row] for row in short]
+        more, more_spectra = ascent.pictures(again, seed, layer_index, attempt,
+                                             start=spectra[:, short])
+        more_reached, more_peaks = ascent.activations(more, again)
+        for i, row in enumerate(short):
+            if more_reached[i] > reached[row]:
+                drawn[row], spectra[:, row] = more[i], more_spectra[:, i]
+                reached[row], peaks[row] = more_reached[i], more_peaks[i]
+    return drawn, reached, peaks
 
 
 def visualize(probe, contract, layers: Sequence, plan: dict[int, tuple[int, ...]], *, seed: int,
@@ -338,11 +380,14 @@ def visualize(probe, contract, layers: Sequence, plan: dict[int, tuple[int, ...]
             ascent = Ascent(probe.layer_model(layer.index), contract, steps)
             for start in range(0, len(channels), batch_size):
                 chunk = channels[start:start + batch_size]
-                drawn = ascent.pictures(chunk, seed, layer.index)
-                reached = ascent.activations(drawn, chunk)
+                drawn, reached, peaks = _best_pictures(ascent, chunk, seed, layer.index,
+                                                       [stats[c].max_mean for c in chunk])
                 for row, channel in enumerate(chunk):
                     activation = float(reached[row])
-                    dead = not activation > DEAD_ACTIVATION
+                    # Dead as the layer statistics say it: no unit of the channel above 0.
+                    # (A mean threshold would call the channels of a linear layer dead,
+                    # whose means can be tiny or below 0 however alive they are.)
+                    dead = not peaks[row] > 0
                     features.append(ChannelFeature(channel, stats[channel].max_mean,
                                                    None if dead else activation, dead))
                     if not dead:

@@ -197,6 +197,62 @@ def test_a_dead_channel_is_said_to_be_dead_and_not_drawn():
     assert not forced_features[1].dead
 
 
+def test_a_linear_layer_with_tiny_activations_is_drawn_not_called_dead():
+    """A channel is dead when no unit of it is above 0, whatever the scale of its mean: an
+    untrained network's deep linear layers reach means of 1e-6 and below."""
+    from reportgen.keras_import import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((10, 10, 3)),
+                              keras.layers.Conv2D(4, 3, name="linear"),
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(2, activation="softmax")])
+    kernel, bias = model.get_layer("linear").get_weights()
+    model.get_layer("linear").set_weights([kernel * 1e-8, bias])
+    contract = InputContract(InputSpec(10, 10, 3), "unit", "test")
+    pixels = _test_pixels((10, 10, 3))
+    _, layers, found = _visualize(model, contract, pixels, ["linear"])
+    assert all(0 < abs(f.best_test) < 1e-6 for f in found[0].features)
+    assert not any(f.dead for f in found[0].features)
+    _check_pictures_win(model, contract, pixels, layers, found)
+
+
+class _ScriptedAscent:
+    """Each call's means, by channel, in turn: the rounds' bookkeeping without a model."""
+
+    def __init__(self, rounds):
+        self.rounds, self.calls = list(rounds), []
+
+    def pictures(self, channels, seed, layer_index, attempt=0, start=None):
+        self.calls.append((tuple(channels), attempt, None if start is None else start.copy()))
+        means = self.rounds[len(self.calls) - 1]
+        pictures = np.stack([np.full((2, 2, 1), means[c] * 10, np.uint8) for c in channels])
+        spectra = np.stack([np.full((3,), 100 * attempt + c, np.float32) for c in channels])
+        return pictures, spectra[np.newaxis]
+
+    def activations(self, pictures, channels):
+        means = np.asarray([self.rounds[len(self.calls) - 1][c] for c in channels], np.float64)
+        return means, means
+
+
+def test_channels_short_of_their_best_test_image_go_on_and_keep_only_a_rise():
+    best = [1.0, 1.0, 1.0]
+    # Round 0: channel 0 wins at once; 1 and 2 fall short. Round 1: 1 rises past its best,
+    # 2 falls (kept at round 0's). Round 2: only 2 goes on, and rises but stays short.
+    ascent = _ScriptedAscent([{0: 2.0, 1: 0.5, 2: 0.4}, {1: 1.5, 2: 0.1}, {2: 0.9}])
+    drawn, reached, _ = featviz._best_pictures(ascent, (0, 1, 2), 0, 0, best)
+    assert [(c, a) for c, a, _ in ascent.calls] == [((0, 1, 2), 0), ((1, 2), 1), ((2,), 2)]
+    assert list(reached) == [2.0, 1.5, 0.9]
+    assert [int(d[0, 0, 0]) for d in drawn] == [20, 15, 9]
+    # Round 2 went on from round 0's spectrum for channel 2 (round 1 fell, so was not kept).
+    assert ascent.calls[2][2][0, 0].tolist() == [2.0, 2.0, 2.0]
+    assert ascent.calls[1][2][0, 1].tolist() == [2.0, 2.0, 2.0]
+    # No more rounds than EXTRA_ROUNDS, however short a channel stays.
+    stuck = _ScriptedAscent([{0: 0.1}] + [{0: 0.1 + r} for r in range(1, 9)])
+    featviz._best_pictures(stuck, (0,), 0, 0, [100.0])
+    assert len(stuck.calls) == 1 + featviz.EXTRA_ROUNDS
+
+
 def test_same_seed_same_bytes_and_rows_do_not_mix():
     model = _rescaling_model()
     contract = InputContract(InputSpec(16, 16, 3), "raw", "test")
