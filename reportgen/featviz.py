@@ -141,10 +141,10 @@ def spectrum_scale(height: int, width: int) -> np.ndarray:
 
 
 def initial_spectrum(seed: int, layer_index: int, channel: int, colours: int, height: int,
-                     width: int, attempt: int = 0) -> np.ndarray:
+                     width: int) -> np.ndarray:
     """(2, colours, fh, fw) float32: one channel's first spectrum, real and imaginary parts."""
     shape = (2, colours, *_frequencies(height, width).shape)
-    rng = np.random.default_rng((seed, layer_index, channel, 2 * attempt))
+    rng = np.random.default_rng((seed, layer_index, channel, 0))
     return (rng.standard_normal(shape) * SPECTRUM_SD).astype(np.float32)
 
 
@@ -253,14 +253,14 @@ class Ascent:
     """Gradient ascent for one layer's channels, one batch row per channel."""
 
     def __init__(self, layer_model, contract, steps: int = DEFAULT_STEPS,
-                 learning_rate: float | None = None):
+                 learning_rate: float = LEARNING_RATE):
         import tensorflow as tf
 
         self.tf = tf
         self.layer_model = layer_model
         self.contract = contract
         self.steps = steps
-        self.learning_rate = LEARNING_RATE if learning_rate is None else learning_rate
+        self.learning_rate = learning_rate
         spec = contract.spec
         self.height, self.width, self.colours = spec.height, spec.width, spec.channels
         self.scale = tf.constant(spectrum_scale(self.height, self.width))
@@ -316,7 +316,7 @@ class Ascent:
         tf = self.tf
         if start is None:
             start = np.stack([initial_spectrum(seed, layer_index, c, self.colours, self.height,
-                                               self.width, attempt) for c in channels], axis=1)
+                                               self.width) for c in channels], axis=1)
         transforms = np.stack([step_transforms(seed, layer_index, c, self.steps, self.height,
                                                self.width, attempt) for c in channels])
         n_channels = int(self.layer_model.outputs[0].shape[-1])
